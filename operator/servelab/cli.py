@@ -1,7 +1,8 @@
 """The `servelab` command line: one entry point, one sub-command per job.
 
-Sub-commands register themselves lazily so that `servelab crds` does not import kopf and
-`servelab worker ...` does not import the Kubernetes client.
+Only the chosen sub-command's module is imported, so `servelab worker ...` runs inside a worker
+image's environment (evalscope, llama.cpp, llm-compressor) without kopf or the Kubernetes client.
+Each module exposes `add_arguments(parser)` and `run(args) -> int`.
 """
 
 from __future__ import annotations
@@ -11,26 +12,31 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# name -> (module, help). Each module exposes `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "crds": ("servelab.api.crdgen", "generate crds/*.yaml, the chart's CRDs and docs/api.md from the models"),
     "cluster": ("servelab.localcluster", "start, stop or inspect the local test control plane"),
+    "worker": ("servelab.workers.cli", "run one worker step (what the images run in pods)"),
+    "run": ("servelab.local.cli", "run a manifest's experiments locally as processes"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="servelab", description=__doc__)
-    subs = parser.add_subparsers(dest="command", required=True)
-    for name, (module, help_) in COMMANDS.items():
-        sub = subs.add_parser(name, help=help_)
-        sub.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(sub)
-    return parser
+def _usage() -> str:
+    lines = ["usage: servelab <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    rc: int = importlib.import_module(args._module).run(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(_usage(), file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"servelab {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    rc: int = module.run(args)
     return rc
 
 

@@ -1,0 +1,90 @@
+"""Result models: what a load point, an evaluation or a quantization produced.
+
+These are the rows of ServeBenchmark/QuantJob status and the compact results workers publish.
+Times are seconds everywhere (evalscope reports milliseconds in some releases; parsers convert).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from servelab.api.base import ApiModel
+
+
+class ServerMetrics(ApiModel):
+    """Server-side counters scraped from the engine's /metrics before and after a point (deltas)."""
+
+    prompt_tokens: float | None = Field(None, description="Prompt tokens the server counted during the point.")
+    generation_tokens: float | None = Field(
+        None, description="Generated tokens the server counted during the point."
+    )
+    requests: float | None = Field(None, description="Requests the server finished during the point.")
+    avg_ttft_seconds: float | None = Field(
+        None, description="Mean time to first token from the server's histogram, when it exports one."
+    )
+    output_tokens_per_second: float | None = Field(
+        None, description="Server-counted generation tokens divided by the client-measured duration."
+    )
+
+
+class LoadPointResult(ApiModel):
+    """One row of the results table: one evalscope perf run at a fixed concurrency."""
+
+    concurrency: int = Field(..., ge=1, description="Parallel requests in flight (evalscope --parallel).")
+    requests: int = Field(..., ge=0, description="Requests sent (evalscope --number).")
+    succeeded: int = Field(0, ge=0, description="Requests that succeeded.")
+    failed: int = Field(0, ge=0, description="Requests that failed.")
+    success_rate: float = Field(..., ge=0, le=1, description="succeeded / requests, 0..1.")
+    duration_seconds: float | None = Field(None, description="Wall time of the point.")
+    rps: float | None = Field(None, description="Successful requests per second.")
+    avg_latency_seconds: float | None = Field(None, description="Mean end-to-end request latency.")
+    p99_latency_seconds: float | None = Field(None, description="99th percentile request latency.")
+    output_tokens_per_second: float | None = Field(None, description="Generated tokens per second, all requests.")
+    total_tokens_per_second: float | None = Field(None, description="Prompt plus generated tokens per second.")
+    avg_ttft_seconds: float | None = Field(None, description="Mean time to first token.")
+    p99_ttft_seconds: float | None = Field(None, description="99th percentile time to first token.")
+    avg_tpot_seconds: float | None = Field(None, description="Mean time per output token after the first.")
+    p99_tpot_seconds: float | None = Field(None, description="99th percentile time per output token.")
+    avg_input_tokens: float | None = Field(None, description="Mean prompt tokens per request.")
+    avg_output_tokens: float | None = Field(None, description="Mean generated tokens per request.")
+    server: ServerMetrics | None = Field(None, description="The engine's own counters for the same point.")
+    valid: bool = Field(True, description="False when the point failed a validity check (see reason).")
+    reason: str | None = Field(None, description="Why the point is invalid, when it is.")
+    artifacts: str | None = Field(None, description="Where the point's full evalscope output is.")
+
+
+class EvalScore(ApiModel):
+    """One metric of one evaluation data set."""
+
+    dataset: str = Field(..., description="Data set name, e.g. math_500, ifeval, general_qa.")
+    metric: str = Field(..., description="Metric name, e.g. mean_acc, Rouge-L-F.")
+    subset: str | None = Field(None, description="Subset, when the data set has several.")
+    num: int | None = Field(None, ge=0, description="Samples scored.")
+    score: float = Field(..., description="The score.")
+
+
+class DepthPointResult(ApiModel):
+    """Prompt processing and generation speed at one context depth (the seeds' pp/tg @ dN table)."""
+
+    depth: int = Field(..., ge=0, description="Tokens of context already in the prompt.")
+    prompt_tokens: int = Field(..., ge=1, description="New prompt tokens processed at this depth.")
+    gen_tokens: int = Field(..., ge=1, description="Tokens generated at this depth.")
+    pp_tokens_per_second: float | None = Field(None, description="Prompt processing tokens per second.")
+    tg_tokens_per_second: float | None = Field(None, description="Generation tokens per second.")
+    ttft_seconds: float | None = Field(None, description="Time to first token at this depth.")
+
+
+class QuantVariantResult(ApiModel):
+    """What one quantized output costs: size, time, quality against the unquantized model."""
+
+    name: str = Field(..., description="Variant name, e.g. IQ4_XS or W4A16-G128.")
+    path: str | None = Field(None, description="Where the output is (file or directory).")
+    size_bytes: int | None = Field(None, ge=0, description="Size of the output on disk.")
+    duration_seconds: float | None = Field(None, ge=0, description="Time the quantization took.")
+    perplexity: float | None = Field(None, description="Perplexity on the evaluation text.")
+    perplexity_error: float | None = Field(None, description="The +/- of the perplexity estimate.")
+    kl_divergence: float | None = Field(None, description="Mean KL divergence against the base model.")
+    scores: list[EvalScore] = Field(default_factory=list, description="Task scores, when evaluated.")
+    quantization_config: dict[str, object] | None = Field(
+        None, description="The saved quantization config (compressed-tensors), as recorded."
+    )
