@@ -14,7 +14,9 @@ from servelab.api.base import ApiModel
 class ServerMetrics(ApiModel):
     """Server-side counters scraped from the engine's /metrics before and after a point (deltas)."""
 
-    prompt_tokens: float | None = Field(None, description="Prompt tokens the server counted during the point.")
+    prompt_tokens: float | None = Field(
+        None, description="Prompt tokens the server counted during the point."
+    )
     generation_tokens: float | None = Field(
         None, description="Generated tokens the server counted during the point."
     )
@@ -39,8 +41,12 @@ class LoadPointResult(ApiModel):
     rps: float | None = Field(None, description="Successful requests per second.")
     avg_latency_seconds: float | None = Field(None, description="Mean end-to-end request latency.")
     p99_latency_seconds: float | None = Field(None, description="99th percentile request latency.")
-    output_tokens_per_second: float | None = Field(None, description="Generated tokens per second, all requests.")
-    total_tokens_per_second: float | None = Field(None, description="Prompt plus generated tokens per second.")
+    output_tokens_per_second: float | None = Field(
+        None, description="Generated tokens per second, all requests."
+    )
+    total_tokens_per_second: float | None = Field(
+        None, description="Prompt plus generated tokens per second."
+    )
     avg_ttft_seconds: float | None = Field(None, description="Mean time to first token.")
     p99_ttft_seconds: float | None = Field(None, description="99th percentile time to first token.")
     avg_tpot_seconds: float | None = Field(None, description="Mean time per output token after the first.")

@@ -1,0 +1,231 @@
+"""ServeBenchmark: serve a model with an engine, load it, evaluate it, record the results."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from servelab.api.base import ApiModel
+from servelab.api.common import (
+    CommonStatus,
+    EnvVar,
+    ModelSource,
+    Placement,
+    Resources,
+    SecretKeyRef,
+)
+from servelab.api.quantjob import Evaluation, Images
+from servelab.api.results import DepthPointResult, EvalScore, LoadPointResult
+
+EngineName = Literal["vllm", "sglang", "llamacpp"]
+
+
+class QuantJobRef(ApiModel):
+    name: str = Field(..., min_length=1, max_length=253, description="QuantJob in the same namespace.")
+    variant: str | None = Field(
+        None,
+        max_length=64,
+        description="Which output to serve (e.g. IQ4_XS); default: the only or first one.",
+    )
+
+
+class SpeculativeDecoding(ApiModel):
+    """Speculative decoding, rendered per engine (vLLM --speculative-config, SGLang --speculative-*,
+    llama.cpp --model-draft/--draft-*)."""
+
+    method: Literal["eagle", "eagle3", "mtp", "ngram", "draft-model", "nextn"] = Field(
+        ..., description="Algorithm."
+    )
+    model: str | None = Field(None, max_length=512, description="Draft model (path or Hub id), where needed.")
+    num_speculative_tokens: int | None = Field(
+        None, ge=1, le=64, description="Tokens proposed per step (vLLM num_speculative_tokens)."
+    )
+    num_steps: int | None = Field(None, ge=1, le=64, description="SGLang --speculative-num-steps.")
+    eagle_topk: int | None = Field(None, ge=1, le=64, description="SGLang --speculative-eagle-topk.")
+    num_draft_tokens: int | None = Field(
+        None, ge=1, le=256, description="SGLang --speculative-num-draft-tokens."
+    )
+    draft_tensor_parallel_size: int | None = Field(None, ge=1, le=64, description="vLLM draft TP size.")
+    draft_max: int | None = Field(None, ge=1, le=256, description="llama.cpp --draft-max.")
+    draft_min: int | None = Field(None, ge=0, le=256, description="llama.cpp --draft-min.")
+
+
+class Engine(ApiModel):
+    """The inference engine and its typed options. Free `extraArgs` are appended last."""
+
+    __cel__ = [
+        ("self.name == 'llamacpp' || !has(self.gpuLayers)",
+         "spec.engine.gpuLayers is a llama.cpp option (engine.name: llamacpp)", ".gpuLayers"),
+        ("self.name == 'llamacpp' || !has(self.parallelSlots)",
+         "spec.engine.parallelSlots is a llama.cpp option (engine.name: llamacpp)", ".parallelSlots"),
+        ("self.name != 'llamacpp' || self.tensorParallelSize == 1",
+         "spec.engine.tensorParallelSize must be 1 for llamacpp (it splits layers with gpuLayers instead)",
+         ".tensorParallelSize"),
+    ]  # fmt: skip
+
+    name: EngineName = Field(..., description="vllm, sglang or llamacpp.")
+    image: str | None = Field(None, max_length=512, description="Server image (default per engine).")
+    served_model_name: str | None = Field(
+        None, max_length=256, description="Name clients use (--served-model-name / --alias)."
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, le=16777216, description="Context length (--max-model-len, --context-length, -c)."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="Tensor-parallel GPUs.")
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="GPU memory fraction (--gpu-memory-utilization / --mem-fraction-static).",
+    )
+    quantization: str | None = Field(
+        None,
+        max_length=64,
+        description="Engine quantization flag (fp8, awq, gptq, ...); usually auto-detected.",
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32", "half"] | None = Field(
+        None, description="--dtype."
+    )
+    kv_cache_dtype: str | None = Field(None, max_length=32, description="KV cache dtype (e.g. fp8).")
+    speculative: SpeculativeDecoding | None = Field(None, description="Speculative decoding.")
+    reasoning_parser: str | None = Field(None, max_length=64, description="--reasoning-parser.")
+    tool_call_parser: str | None = Field(None, max_length=64, description="--tool-call-parser.")
+    chat_template: str | None = Field(
+        None, max_length=1024, description="Chat template path (or --jinja for llama.cpp: 'jinja')."
+    )
+    gpu_layers: int | None = Field(None, ge=-1, le=100000, description="llama.cpp -ngl.")
+    parallel_slots: int | None = Field(None, ge=1, le=4096, description="llama.cpp -np (server slots).")
+    trust_remote_code: bool = Field(False, description="--trust-remote-code.")
+    enforce_eager: bool = Field(False, description="vLLM --enforce-eager.")
+    api_key_secret_ref: SecretKeyRef | None = Field(None, description="Secret with the server's API key.")
+    extra_args: list[str] = Field(default_factory=list, max_length=128, description="Extra server arguments.")
+    env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Extra server environment.")
+    port: int | None = Field(None, ge=1, le=65535, description="Server port (default per engine).")
+
+
+class Load(ApiModel):
+    """An evalscope perf sweep: one point per parallel/number pair."""
+
+    __cel__ = [
+        ("size(self.parallel) == size(self.number)",
+         "spec.load.parallel and spec.load.number must have the same length (one number per parallel)",
+         ".number"),
+        ("self.minPromptLength <= self.maxPromptLength",
+         "spec.load.minPromptLength must not exceed spec.load.maxPromptLength", ".minPromptLength"),
+        ("!has(self.minTokens) || self.minTokens <= self.maxTokens",
+         "spec.load.minTokens must not exceed spec.load.maxTokens", ".minTokens"),
+    ]  # fmt: skip
+
+    parallel: list[int] = Field(
+        ..., min_length=1, max_length=64, description="Concurrency of each point (--parallel)."
+    )
+    number: list[int] = Field(
+        ..., min_length=1, max_length=64, description="Requests of each point (--number), same length."
+    )
+    api: Literal["openai"] = Field("openai", description="evalscope --api.")
+    endpoint: Literal["chat", "completions"] = Field(
+        "chat", description="/v1/chat/completions or /v1/completions."
+    )
+    dataset: Literal["random", "openqa", "line_by_line", "custom"] = Field("random", description="--dataset.")
+    dataset_path: str | None = Field(None, max_length=1024, description="--dataset-path.")
+    min_prompt_length: int = Field(1024, ge=0, le=16777216, description="--min-prompt-length (tokens).")
+    max_prompt_length: int = Field(1024, ge=1, le=16777216, description="--max-prompt-length (tokens).")
+    prefix_length: int = Field(0, ge=0, le=16777216, description="--prefix-length (shared prefix tokens).")
+    max_tokens: int = Field(1024, ge=1, le=16777216, description="--max-tokens (output tokens).")
+    min_tokens: int | None = Field(None, ge=0, le=16777216, description="--min-tokens.")
+    ignore_eos: bool = Field(True, description="Send ignore_eos so every request generates max-tokens.")
+    rate: float | None = Field(None, gt=0, description="Requests per second (--rate); unset = no pacing.")
+    warmup_requests: int = Field(
+        0, ge=0, le=100000, description="Requests sent before the sweep, not counted."
+    )
+    stream: bool = Field(True, description="Stream responses (TTFT needs it).")
+    temperature: float | None = Field(None, ge=0, le=10, description="--temperature.")
+    tokenizer_path: str | None = Field(
+        None, max_length=1024, description="--tokenizer-path (default: the model's)."
+    )
+    min_success_rate: float = Field(
+        1.0, ge=0, le=1, description="A point below this success rate is invalid."
+    )
+    point_timeout_seconds: int = Field(3600, ge=10, le=604800, description="Time limit of one point.")
+
+
+class ContextSweep(ApiModel):
+    """Prompt-processing and generation speed at growing context depth (the seeds' pp/tg @ dN)."""
+
+    depths: list[int] = Field(..., min_length=1, max_length=32, description="Context depths in tokens.")
+    prompt_tokens: int = Field(2048, ge=1, le=1048576, description="New prompt tokens at each depth.")
+    gen_tokens: int = Field(32, ge=1, le=65536, description="Tokens generated at each depth.")
+    runs: int = Field(3, ge=1, le=100, description="Repetitions per depth.")
+
+
+class Isolation(ApiModel):
+    exclusive_node: bool = Field(
+        True, description="Never share a node with another ServeBenchmark's server (pod anti-affinity)."
+    )
+
+
+class Timeouts(ApiModel):
+    server_ready_seconds: int = Field(
+        1800, ge=10, le=86400, description="Time for the server to become ready."
+    )
+    total_seconds: int = Field(21600, ge=60, le=604800, description="Time limit of the whole benchmark.")
+
+
+class ServeBenchmarkSpec(ApiModel):
+    __cel__ = [
+        ("has(self.model) != has(self.quantJobRef)",
+         "set exactly one of spec.model or spec.quantJobRef", None),
+        ("!has(self.resources) || !has(self.resources.gpus) || self.engine.tensorParallelSize <= self.resources.gpus",
+         "spec.engine.tensorParallelSize must not exceed spec.resources.gpus", ".engine.tensorParallelSize"),
+        ("has(self.load) || has(self.contextSweep) || (has(self.evaluations) && size(self.evaluations) > 0)",
+         "set at least one of spec.load, spec.contextSweep or spec.evaluations", None),
+    ]  # fmt: skip
+
+    model: ModelSource | None = Field(None, description="The model to serve.")
+    quant_job_ref: QuantJobRef | None = Field(None, description="Serve a QuantJob's output instead.")
+    engine: Engine = Field(..., description="Engine and its options.")
+    load: Load | None = Field(None, description="evalscope perf sweep.")
+    context_sweep: ContextSweep | None = Field(None, description="Context-depth sweep.")
+    evaluations: list[Evaluation] = Field(default_factory=list, max_length=16, description="evalscope evals.")
+    resources: Resources | None = Field(None, description="GPUs (default tensorParallelSize), CPU, memory.")
+    shm_size: str = Field("16Gi", max_length=32, description="Memory-backed /dev/shm (vLLM, SGLang).")
+    placement: Placement | None = Field(None, description="Where the server runs.")
+    isolation: Isolation | None = Field(None, description="Isolation from other benchmarks.")
+    timeouts: Timeouts | None = Field(None, description="Time limits.")
+    server_policy: Literal["Delete", "Keep", "KeepOnFailure"] = Field(
+        "Delete", description="What to do with the server afterwards."
+    )
+    images: Images | None = Field(None, description="Image overrides.")
+    hf_token_secret_ref: SecretKeyRef | None = Field(None, description="Secret with a Hugging Face token.")
+
+
+class BenchmarkSummary(ApiModel):
+    max_output_tokens_per_second: float | None = Field(None, description="Best output tok/s over the points.")
+    single_stream_tokens_per_second: float | None = Field(None, description="Output tok/s at concurrency 1.")
+    min_ttft_seconds: float | None = Field(None, description="Lowest average TTFT over the points.")
+    points: str | None = Field(None, description="Points done/total.")
+
+
+class Provenance(ApiModel):
+    images: dict[str, str] = Field(default_factory=dict, description="Images used, by role.")
+    command: list[str] = Field(default_factory=list, description="The server's rendered command line.")
+    node: str | None = Field(None, description="Node the server ran on.")
+    gpu_product: str | None = Field(None, description="nvidia.com/gpu.product of that node.")
+    versions: dict[str, str] = Field(default_factory=dict, description="Tool versions (engine, evalscope).")
+
+
+class ServeBenchmarkStatus(CommonStatus):
+    model: str | None = Field(None, description="Resolved model (source or QuantJob output).")
+    engine: str | None = Field(None, description="Engine name.")
+    quantization: str | None = Field(None, description="Resolved quantization (from the QuantJob or engine).")
+    server: str | None = Field(None, description="Server Service URL while it runs.")
+    results: list[LoadPointResult] = Field(
+        default_factory=list, max_length=64, description="One row per point."
+    )
+    depth: list[DepthPointResult] = Field(
+        default_factory=list, max_length=32, description="Context sweep rows."
+    )
+    scores: list[EvalScore] = Field(default_factory=list, max_length=256, description="Evaluation scores.")
+    summary: BenchmarkSummary | None = None
+    provenance: Provenance | None = None
