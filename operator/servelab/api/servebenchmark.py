@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -117,10 +117,10 @@ class Load(ApiModel):
          "spec.load.minTokens must not exceed spec.load.maxTokens", ".minTokens"),
     ]  # fmt: skip
 
-    parallel: list[int] = Field(
+    parallel: list[Annotated[int, Field(ge=1, le=1000000)]] = Field(
         ..., min_length=1, max_length=64, description="Concurrency of each point (--parallel)."
     )
-    number: list[int] = Field(
+    number: list[Annotated[int, Field(ge=1, le=100000000)]] = Field(
         ..., min_length=1, max_length=64, description="Requests of each point (--number), same length."
     )
     api: Literal["openai"] = Field("openai", description="evalscope --api.")
@@ -153,7 +153,7 @@ class Load(ApiModel):
 class ContextSweep(ApiModel):
     """Prompt-processing and generation speed at growing context depth (the seeds' pp/tg @ dN)."""
 
-    depths: list[int] = Field(..., min_length=1, max_length=32, description="Context depths in tokens.")
+    depths: list[Annotated[int, Field(ge=0, le=16777216)]] = Field(..., min_length=1, max_length=32, description="Context depths in tokens.")
     prompt_tokens: int = Field(2048, ge=1, le=1048576, description="New prompt tokens at each depth.")
     gen_tokens: int = Field(32, ge=1, le=65536, description="Tokens generated at each depth.")
     runs: int = Field(3, ge=1, le=100, description="Repetitions per depth.")

@@ -1,0 +1,141 @@
+"""The real kube-apiserver enforces the generated CRDs: bad specs are refused naming the field,
+every example is accepted, and the kinds show up where users look for them."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from servelab import GROUP, VERSION
+from servelab.manifests import load_manifests
+from servelab.paths import repo_path
+
+pytestmark = pytest.mark.integration
+
+
+def example_docs() -> list[tuple[str, dict[str, Any]]]:
+    return [(r.label, r.body) for r in load_manifests(repo_path("examples"))]
+
+
+PLURAL = {"QuantJob": "quantjobs", "ServeBenchmark": "servebenchmarks"}
+
+
+def _obj(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+def _sb(**over: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"huggingFace": {"id": "Qwen/Qwen3-4B-Instruct-2507"}},
+        "engine": {"name": "vllm"},
+        "load": {"parallel": [1, 10], "number": [10, 30]},
+    }
+    spec.update(over)
+    return _obj("ServeBenchmark", "bad", spec)
+
+
+def _qj(**over: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"huggingFace": {"id": "Qwen/Qwen3-4B-Instruct-2507"}},
+        "method": "gptq",
+        "calibration": {"source": {"path": "/data/calib.jsonl"}},
+        "output": {"path": "/out"},
+    }
+    spec.update(over)
+    return _obj("QuantJob", "bad", spec)
+
+
+def _create(api: client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = api.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL[body["kind"]], body, field_validation="Strict"
+    )
+    return result
+
+
+BAD = [
+    ("parallel-number-length", _sb(load={"parallel": [1, 10, 20], "number": [10, 30]}),
+     ["spec.load.number", "spec.load.parallel and spec.load.number must have the same length"]),
+    ("model-and-ref", _sb(quantJobRef={"name": "q"}),
+     ["set exactly one of spec.model or spec.quantJobRef"]),
+    ("neither-model-nor-ref", _obj("ServeBenchmark", "bad", {"engine": {"name": "vllm"}, "load": {"parallel": [1], "number": [1]}}),
+     ["set exactly one of spec.model or spec.quantJobRef"]),
+    ("two-model-sources", _sb(model={"path": "/m", "s3": "s3://b/m"}),
+     ["spec.model", "set exactly one of huggingFace, pvc, s3 or path"]),
+    ("tp-over-gpus", _sb(engine={"name": "vllm", "tensorParallelSize": 4}, resources={"gpus": 2}),
+     ["spec.engine.tensorParallelSize", "must not exceed spec.resources.gpus"]),
+    ("llamacpp-tp", _sb(engine={"name": "llamacpp", "tensorParallelSize": 2}),
+     ["spec.engine.tensorParallelSize", "must be 1 for llamacpp"]),
+    ("gpu-layers-on-vllm", _sb(engine={"name": "vllm", "gpuLayers": 99}),
+     ["spec.engine.gpuLayers", "is a llama.cpp option"]),
+    ("unknown-engine", _sb(engine={"name": "tgi"}), ["spec.engine.name", "Unsupported value"]),
+    ("memory-fraction", _sb(engine={"name": "vllm", "gpuMemoryUtilization": 1.5}),
+     ["spec.engine.gpuMemoryUtilization"]),
+    ("zero-parallel", _sb(load={"parallel": [0], "number": [1]}), ["spec.load.parallel[0]"]),
+    ("prompt-range", _sb(load={"parallel": [1], "number": [1], "minPromptLength": 2048, "maxPromptLength": 1024}),
+     ["spec.load.minPromptLength", "must not exceed spec.load.maxPromptLength"]),
+    ("nothing-to-run", _obj("ServeBenchmark", "bad", {"model": {"path": "/m"}, "engine": {"name": "vllm"}}),
+     ["set at least one of spec.load, spec.contextSweep or spec.evaluations"]),
+    ("unknown-field", _sb(engine={"name": "vllm", "tensorParalelSize": 2}),
+     ['unknown field "spec.engine.tensorParalelSize"']),
+    ("gguf-options-on-gptq", _qj(gguf={"variants": [{"type": "IQ4_XS"}]}),
+     ["spec.gguf", "spec.gguf is only valid with spec.method: gguf"]),
+    ("gguf-without-options", _qj(method="gguf"),
+     ["spec.gguf", "spec.method gguf requires spec.gguf"]),
+    ("gptq-without-calibration", _obj("QuantJob", "bad", {"model": {"path": "/m"}, "method": "gptq", "output": {"path": "/o"}}),
+     ["spec.calibration", "spec.calibration is required"]),
+    ("unknown-gguf-type", _qj(method="gguf", gguf={"variants": [{"type": "Q4_K_X"}]}),
+     ["spec.gguf.variants[0].type", "Unsupported value"]),
+    ("compressor-on-gguf", _qj(method="gguf", gguf={"variants": [{"type": "Q4_K_M"}]}, compressor={"scheme": "W4A16"}),
+     ["spec.compressor", "only valid with the llm-compressor methods"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "body", "expected"), BAD, ids=[c for c, _, _ in BAD])
+def test_bad_spec_is_refused_naming_the_field(
+    kube: client.ApiClient, namespace: str, case: str, body: dict[str, Any], expected: list[str]
+) -> None:
+    api = client.CustomObjectsApi(kube)
+    with pytest.raises(ApiException) as err:
+        _create(api, namespace, copy.deepcopy(body))
+    assert err.value.status == 422, err.value.body
+    message = json.loads(err.value.body)["message"]
+    for text in expected:
+        assert text in message, f"{case}: {text!r} not in {message!r}"
+
+
+def test_every_example_is_accepted(kube: client.ApiClient, namespace: str) -> None:
+    api = client.CustomObjectsApi(kube)
+    created = []
+    for _label, doc in example_docs():
+        obj = _create(api, namespace, copy.deepcopy(doc))
+        created.append((obj["kind"], obj["metadata"]["name"]))
+        # the apiserver applied the schema defaults
+        if obj["kind"] == "ServeBenchmark":
+            assert obj["spec"]["engine"]["tensorParallelSize"] >= 1
+            assert obj["spec"]["serverPolicy"] in ("Delete", "Keep", "KeepOnFailure")
+    assert len(created) == len(example_docs())
+
+
+def test_kubectl_get_servelab_lists_both_kinds(
+    kube: client.ApiClient, namespace: str, kubectl: list[str]
+) -> None:
+    api = client.CustomObjectsApi(kube)
+    labels = dict(example_docs())
+    _create(api, namespace, copy.deepcopy(labels["000-gguf-iq4xs-vllm-vs-llamacpp.yaml:qwen3-4b-gguf"]))
+    _create(api, namespace, copy.deepcopy(labels["000-vllm-bf16-vs-gptq.yaml:qwen3-4b-bf16-vllm"]))
+    out = subprocess.run(
+        [*kubectl, "get", "servelab", "-n", namespace], capture_output=True, text=True, check=True
+    )
+    assert "quantjob.servelab.dev/qwen3-4b-gguf" in out.stdout
+    assert "servebenchmark.servelab.dev/qwen3-4b-bf16-vllm" in out.stdout
+    wide = subprocess.run([*kubectl, "get", "sb", "-n", namespace, "-o", "wide"], capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    header = wide.stdout.splitlines()[0].split()
+    assert header[:6] == ["NAME", "PHASE", "ENGINE", "MODEL", "QUANT", "POINTS"], header
+    assert "GPU" in header and "AGE" in header

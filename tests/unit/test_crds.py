@@ -1,0 +1,84 @@
+"""The generated CRDs are structural, in sync with the models, and carry the CEL rules and columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from servelab.api import crdgen
+from servelab.cli import main
+from servelab.paths import repo_path
+
+pytestmark = pytest.mark.unit
+
+
+def _walk(schema: dict[str, Any], path: str = "") -> list[str]:
+    problems = []
+    for bad in ("$ref", "anyOf", "oneOf", "allOf", "const", "$defs", "title"):
+        if bad in schema:
+            problems.append(f"{path}: has {bad}")
+    if "type" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        problems.append(f"{path}: no type")
+    for name, sub in schema.get("properties", {}).items():
+        problems += _walk(sub, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict):
+        problems += _walk(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        problems += _walk(schema["additionalProperties"], f"{path}{{}}")
+    return problems
+
+
+def test_generated_files_are_in_sync() -> None:
+    assert main(["crds", "--check"]) == 0, "run `servelab crds` and commit the result"
+
+
+def test_chart_crds_equal_crds() -> None:
+    for name in crdgen.render_crds():
+        assert (repo_path("crds", name)).read_text() == (
+            repo_path("charts", "servelab", "crds", name)
+        ).read_text()
+
+
+@pytest.mark.parametrize("kind", crdgen.KINDS, ids=[k.kind for k in crdgen.KINDS])
+def test_crd_is_structural(kind: crdgen.Kind) -> None:
+    crd = yaml.safe_load(crdgen.render_crds()[f"servelab.dev_{kind.plural}.yaml"])
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    assert "servelab" in crd["spec"]["names"]["categories"]
+    assert crd["spec"]["names"]["shortNames"]
+    assert version["additionalPrinterColumns"][0]["name"] == "Phase"
+    assert _walk(version["schema"]["openAPIV3Schema"]) == []
+
+
+def test_cel_rules_are_on_the_right_objects() -> None:
+    crd = yaml.safe_load(crdgen.render_crds()["servelab.dev_servebenchmarks.yaml"])
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    rules = {r["rule"] for r in spec["x-kubernetes-validations"]}
+    assert "has(self.model) != has(self.quantJobRef)" in rules
+    load_rules = {r["rule"] for r in spec["properties"]["load"]["x-kubernetes-validations"]}
+    assert "size(self.parallel) == size(self.number)" in load_rules
+    messages = [r["message"] for r in spec["properties"]["load"]["x-kubernetes-validations"]]
+    assert all("spec.load." in m for m in messages)
+
+
+def test_optional_exclusive_minimum_is_openapi_v3() -> None:
+    crd = yaml.safe_load(crdgen.render_crds()["servelab.dev_servebenchmarks.yaml"])
+    engine = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "engine"
+    ]
+    gmu = engine["properties"]["gpuMemoryUtilization"]
+    assert gmu["minimum"] == 0 and gmu["exclusiveMinimum"] is True and gmu["maximum"] == 1
+
+
+def test_api_doc_lists_every_spec_field() -> None:
+    doc = repo_path("docs", "api.md").read_text()
+    for field in (
+        "spec.engine.speculative.numSpeculativeTokens",
+        "spec.gguf.leaveOutputTensor",
+        "spec.load.parallel",
+        "status.results[].p99TtftSeconds",
+        "spec.calibration.numSamples",
+    ):
+        assert f"`{field}`" in doc, field
