@@ -1,0 +1,53 @@
+"""SGLang: `python3 -m sglang.launch_server --model-path MODEL ...` (metrics need --enable-metrics)."""
+
+from __future__ import annotations
+
+from servelab.api.servebenchmark import Engine
+from servelab.engines.base import EngineAdapter, ServedModel, flag
+
+ALGORITHMS = {
+    "eagle": "EAGLE",
+    "eagle3": "EAGLE3",
+    "mtp": "NEXTN",
+    "nextn": "NEXTN",
+    "ngram": "NGRAM",
+    "draft-model": "STANDALONE",
+}
+
+
+class Sglang(EngineAdapter):
+    name = "sglang"
+    default_port = 30000
+    default_image = "lmsysorg/sglang:v0.5.5"
+
+    def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
+        a = ["python3", "-m", "sglang.launch_server", "--model-path", model.location]
+        flag(a, "--tokenizer-path", model.tokenizer)
+        if engine.tensor_parallel_size != 1:
+            flag(a, "--tp-size", engine.tensor_parallel_size)
+        flag(a, "--tool-call-parser", engine.tool_call_parser)
+        flag(a, "--reasoning-parser", engine.reasoning_parser)
+        if engine.speculative:
+            s = engine.speculative
+            flag(a, "--speculative-algorithm", ALGORITHMS[s.method])
+            flag(a, "--speculative-draft-model-path", s.model)
+            flag(a, "--speculative-num-steps", s.num_steps)
+            flag(a, "--speculative-eagle-topk", s.eagle_topk)
+            flag(a, "--speculative-num-draft-tokens", s.num_draft_tokens or s.num_speculative_tokens)
+        flag(a, "--mem-fraction-static", engine.gpu_memory_utilization)
+        flag(a, "--context-length", engine.max_model_len)
+        flag(a, "--quantization", engine.quantization)
+        flag(a, "--dtype", engine.dtype)
+        flag(a, "--kv-cache-dtype", engine.kv_cache_dtype)
+        flag(a, "--chat-template", engine.chat_template)
+        flag(a, "--trust-remote-code", engine.trust_remote_code)
+        flag(a, "--served-model-name", engine.served_model_name)
+        a += ["--host", host, "--port", str(port), "--enable-metrics"]
+        if engine.api_key_secret_ref:
+            # $(VAR) is expanded from the container's environment by the kubelet (and by the local executor)
+            a += ["--api-key", "$(SGLANG_API_KEY)"]
+        return a + list(engine.extra_args)
+
+    def secret_env(self, engine: Engine) -> dict[str, tuple[str, str]]:
+        ref = engine.api_key_secret_ref
+        return {"SGLANG_API_KEY": (ref.name, ref.key)} if ref else {}

@@ -1,0 +1,158 @@
+"""Rendered server command lines match the seeds' commands, flag for flag."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import pytest
+
+from servelab.api.servebenchmark import Engine
+from servelab.engines import ENGINES, ServedModel, get
+
+pytestmark = pytest.mark.unit
+
+
+def options(argv: list[str]) -> tuple[list[str], dict[str, str | None]]:
+    """Split argv into positionals and {flag: value}; a flag followed by another flag is bare."""
+    positional: list[str] = []
+    opts: dict[str, str | None] = {}
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok.startswith("-") and not tok.lstrip("-").replace(".", "").isdigit():
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is None or (nxt.startswith("-") and not nxt.lstrip("-").replace(".", "").isdigit()):
+                opts[tok] = None
+                i += 1
+            else:
+                opts[tok] = nxt
+                i += 2
+        else:
+            positional.append(tok)
+            i += 1
+    return positional, opts
+
+
+def render(
+    engine: dict[str, Any], location: str, host: str, port: int, tokenizer: str | None = None
+) -> list[str]:
+    spec = Engine.model_validate(engine)
+    return get(spec.name).launch(spec, ServedModel(location, tokenizer), host=host, port=port).command
+
+
+def same_command(rendered: list[str], seed: str, added: dict[str, str | None]) -> None:
+    """The rendered command is the seed's, plus exactly the flags servelab always adds."""
+    r_pos, r_opts = options(rendered)
+    s_pos, s_opts = options(shlex.split(seed))
+    assert r_pos == s_pos
+    assert r_opts == {**s_opts, **added}
+
+
+def test_vllm_seed_000_bf16() -> None:
+    seed = (
+        "vllm serve Qwen/Qwen3-4B-Instruct-2507 --max-model-len 8192 "
+        "--served-model-name Qwen3-4B-Instruct-2507 --port 8080"
+    )
+    got = render(
+        {"name": "vllm", "servedModelName": "Qwen3-4B-Instruct-2507", "maxModelLen": 8192},
+        "Qwen/Qwen3-4B-Instruct-2507", "0.0.0.0", 8080,
+    )  # fmt: skip
+    same_command(got, seed, {"--host": "0.0.0.0"})
+
+
+def test_vllm_seed_000_gguf_with_tokenizer() -> None:
+    seed = (
+        "vllm serve ./Qwen3-4B-Instruct-2507-iq4_xs.gguf --served-model-name Qwen3-4B-Instruct-2507-iq4_xs "
+        "--max-model-len 8192 --port 8080 --tokenizer Qwen3-4B-Instruct-2507"
+    )
+    got = render(
+        {"name": "vllm", "servedModelName": "Qwen3-4B-Instruct-2507-iq4_xs", "maxModelLen": 8192},
+        "./Qwen3-4B-Instruct-2507-iq4_xs.gguf", "0.0.0.0", 8080, tokenizer="Qwen3-4B-Instruct-2507",
+    )  # fmt: skip
+    same_command(got, seed, {"--host": "0.0.0.0"})
+
+
+def test_vllm_seed_003_mtp() -> None:
+    seed = """vllm serve Qwen/Qwen3.5-4B --speculative-config '{"method": "mtp", "num_speculative_tokens": 1}' --reasoning-parser qwen3"""
+    got = render(
+        {"name": "vllm", "reasoningParser": "qwen3", "speculative": {"method": "mtp", "numSpeculativeTokens": 1}},
+        "Qwen/Qwen3.5-4B", "0.0.0.0", 8000,
+    )  # fmt: skip
+    same_command(got, seed, {"--host": "0.0.0.0", "--port": "8000"})
+
+
+def test_vllm_seed_002_fp8_and_api_key_from_secret() -> None:
+    seed = "vllm serve Qwen/Qwen3-8B --dtype auto --max-model-len 16384 --quantization fp8"
+    spec = Engine.model_validate(
+        {"name": "vllm", "dtype": "auto", "maxModelLen": 16384, "quantization": "fp8",
+         "apiKeySecretRef": {"name": "vllm", "key": "api-key"},
+         "env": [{"name": "VLLM_USE_MODELSCOPE", "value": "True"}]}
+    )  # fmt: skip
+    launch = get("vllm").launch(spec, ServedModel("Qwen/Qwen3-8B"), port=8000)
+    same_command(launch.command, seed, {"--host": "0.0.0.0", "--port": "8000"})
+    assert launch.env == {"VLLM_USE_MODELSCOPE": "True"}
+    assert launch.secret_env == {"VLLM_API_KEY": ("vllm", "api-key")}
+    assert "token-123" not in " ".join(launch.command)
+
+
+def test_sglang_seed_003_glm_eagle() -> None:
+    seed = (
+        "python3 -m sglang.launch_server --model-path zai-org/GLM-4.7-Flash --tp-size 4 "
+        "--tool-call-parser glm47 --reasoning-parser glm45 --speculative-algorithm EAGLE "
+        "--speculative-num-steps 3 --speculative-eagle-topk 1 --speculative-num-draft-tokens 4 "
+        "--mem-fraction-static 0.8 --served-model-name glm-4.7-flash --host 127.0.0.1 --port 8000"
+    )
+    got = render(
+        {"name": "sglang", "tensorParallelSize": 4, "toolCallParser": "glm47", "reasoningParser": "glm45",
+         "speculative": {"method": "eagle", "numSteps": 3, "eagleTopk": 1, "numDraftTokens": 4},
+         "gpuMemoryUtilization": 0.8, "servedModelName": "glm-4.7-flash"},
+        "zai-org/GLM-4.7-Flash", "127.0.0.1", 8000,
+    )  # fmt: skip
+    same_command(got, seed, {"--enable-metrics": None})
+    assert got[:3] == ["python3", "-m", "sglang.launch_server"]
+
+
+def test_sglang_seed_003_qwen35_extra_args_last() -> None:
+    got = render(
+        {"name": "sglang", "speculative": {"method": "eagle", "numSteps": 3, "eagleTopk": 1, "numDraftTokens": 4},
+         "extraArgs": ["--mamba-scheduler-strategy", "extra_buffer"], "gpuMemoryUtilization": 0.95},
+        "Qwen/Qwen3.5-4B", "0.0.0.0", 30000,
+    )  # fmt: skip
+    assert got[-2:] == ["--mamba-scheduler-strategy", "extra_buffer"]
+
+
+def test_llamacpp_seed_000_server() -> None:
+    seed = "llama-server -m Qwen3-4B-Instruct-2507-iq4_xs.gguf -c 4096 -n 4096 -ngl 99"
+    got = render(
+        {"name": "llamacpp", "maxModelLen": 4096, "gpuLayers": 99, "extraArgs": ["-n", "4096"]},
+        "Qwen3-4B-Instruct-2507-iq4_xs.gguf", "0.0.0.0", 8080,
+    )  # fmt: skip
+    same_command(got, seed, {"--host": "0.0.0.0", "--port": "8080", "--metrics": None})
+
+
+def test_llamacpp_seed_003_jinja() -> None:
+    seed = (
+        "llama-server --model m.gguf --jinja --ctx-size 202752 --temp 0.7 --top-p 1.0 --min-p 0.01 --fit on"
+    )
+    got = render(
+        {"name": "llamacpp", "chatTemplate": "jinja",
+         "extraArgs": ["--ctx-size", "202752", "--temp", "0.7", "--top-p", "1.0", "--min-p", "0.01", "--fit", "on"]},
+        "m.gguf", "0.0.0.0", 8080,
+    )  # fmt: skip
+    _, opts = options(got)
+    _, seed_opts = options(shlex.split(seed))
+    del seed_opts["--model"]
+    assert opts["-m"] == "m.gguf"
+    assert {k: v for k, v in opts.items() if k in seed_opts} == seed_opts
+
+
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_every_engine_renders_host_port_and_metrics(name: str) -> None:
+    spec = Engine.model_validate({"name": name, "servedModelName": "tiny"})
+    launch = get(name).launch(spec, ServedModel("/models/tiny"), host="127.0.0.1", port=18080)
+    _, opts = options(launch.command)
+    assert opts["--host"] == "127.0.0.1" and opts["--port"] == "18080"
+    assert launch.served_model_name == "tiny"
+    assert launch.health_path == "/health" and launch.metrics_path == "/metrics"
+    assert launch.needs_shm == (name != "llamacpp")
