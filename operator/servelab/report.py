@@ -1,0 +1,108 @@
+"""Human output: the seeds' results table, the quantization table, and a PNG chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from servelab.api.quantjob import QuantJobStatus
+from servelab.api.servebenchmark import ServeBenchmarkStatus
+
+HEADER = ["Conc.", "Reqs", "RPS", "Avg Lat.(s)", "P99 Lat.(s)", "Gen. toks/s", "Avg TTFT(s)", "P99 TTFT(s)",
+          "Avg TPOT(s)", "P99 TPOT(s)", "Success Rate"]  # fmt: skip
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    out = [line, "| " + " | ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)) + " |", line]
+    out += ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    return "\n".join([*out, line])
+
+
+def load_table(status: ServeBenchmarkStatus) -> str:
+    rows = []
+    for r in status.results:
+        rate = f"{r.success_rate * 100:.1f}%" + ("" if r.valid else " INVALID")
+        rows.append([
+            str(r.concurrency), str(r.requests), _f(r.rps, 2), _f(r.avg_latency_seconds), _f(r.p99_latency_seconds),
+            _f(r.output_tokens_per_second, 2), _f(r.avg_ttft_seconds), _f(r.p99_ttft_seconds),
+            _f(r.avg_tpot_seconds, 4), _f(r.p99_tpot_seconds, 4), rate,
+        ])  # fmt: skip
+    return _table(HEADER, rows)
+
+
+def server_table(status: ServeBenchmarkStatus) -> str:
+    """Client-side against server-side counts, so a reader sees when the two disagree."""
+    rows = []
+    for r in status.results:
+        client_tokens = (r.avg_output_tokens or 0) * r.succeeded
+        server = r.server
+        rows.append([
+            str(r.concurrency), f"{client_tokens:.0f}",
+            "-" if not server or server.generation_tokens is None else f"{server.generation_tokens:.0f}",
+            _f(r.output_tokens_per_second, 2),
+            "-" if not server else _f(server.output_tokens_per_second, 2),
+            _f(r.avg_ttft_seconds), "-" if not server else _f(server.avg_ttft_seconds),
+        ])  # fmt: skip
+    header = ["Conc.", "Client gen tokens", "Server gen tokens", "Client tok/s", "Server tok/s",
+              "Client TTFT(s)", "Server TTFT(s)"]  # fmt: skip
+    return _table(header, rows)
+
+
+def scores_table(status: ServeBenchmarkStatus | QuantJobStatus) -> str:
+    rows = [[s.dataset, s.metric, s.subset or "-", "-" if s.num is None else str(s.num), f"{s.score:.4f}"]
+            for s in status.scores]  # fmt: skip
+    return _table(["Dataset", "Metric", "Subset", "Num", "Score"], rows)
+
+
+def depth_table(status: ServeBenchmarkStatus) -> str:
+    rows = []
+    for d in status.depth:
+        rows.append(
+            [f"pp{d.prompt_tokens} @ d{d.depth}", _f(d.pp_tokens_per_second, 2), _f(d.ttft_seconds, 3)]
+        )
+        rows.append([f"tg{d.gen_tokens} @ d{d.depth}", _f(d.tg_tokens_per_second, 2), ""])
+    return _table(["Test", "t/s", "TTFT(s)"], rows)
+
+
+def quant_table(status: QuantJobStatus) -> str:
+    rows = []
+    for v in ([status.base] if status.base else []) + status.variants:
+        size = "-" if v.size_bytes is None else f"{v.size_bytes / 2**20:.2f} MiB"
+        ppl = "-" if v.perplexity is None else f"{v.perplexity:.4f} +/- {_f(v.perplexity_error, 5)}"
+        rows.append([v.name, size, ppl, _f(v.kl_divergence, 6), _f(v.duration_seconds, 1)])
+    return _table(["Variant", "Size", "PPL", "Mean KLD", "Time(s)"], rows)
+
+
+def chart(benchmarks: dict[str, ServeBenchmarkStatus], path: Path) -> Path | None:
+    """Output tokens/s and TTFT against concurrency, one line per benchmark."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the chart is optional output; the tables carry the same numbers
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, status in benchmarks.items():
+        rows = [r for r in status.results if r.valid]
+        if not rows:
+            continue
+        xs = [r.concurrency for r in rows]
+        ax1.plot(xs, [r.output_tokens_per_second or 0 for r in rows], marker="o", label=name)
+        ax2.plot(xs, [r.avg_ttft_seconds or 0 for r in rows], marker="o", label=name)
+    ax1.set(title="Output throughput", xlabel="concurrency", ylabel="tokens/s")
+    ax2.set(title="Time to first token (avg)", xlabel="concurrency", ylabel="seconds")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,125 @@
+"""Pure status bookkeeping shared by the local executor and the operator: conditions, phase,
+progress, folding worker results into the typed status."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from servelab.api.common import CommonStatus, Condition, Progress
+from servelab.api.results import DepthPointResult, EvalScore, LoadPointResult
+from servelab.api.servebenchmark import BenchmarkSummary, ServeBenchmarkStatus
+
+S = TypeVar("S", bound=CommonStatus)
+
+# Condition types. Succeeded/Failed are terminal and what `kubectl wait --for=condition=Succeeded` reads;
+# Ready says whether the server (or the quantize Job) is up; Progressing is True while work remains.
+READY, PROGRESSING, SUCCEEDED, FAILED = "Ready", "Progressing", "Succeeded", "Failed"
+
+# Machine-readable reasons of a Failed condition.
+REASONS = (
+    "InvalidSpec", "ServerNotReady", "ServerFailed", "LoadFailed", "InvalidResult", "EvalFailed",
+    "QuantizeFailed", "QuantJobFailed", "QuantJobNotFound", "Unschedulable", "Timeout",
+)  # fmt: skip
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    status: S, type_: str, value: bool | None, reason: str, message: str = "", generation: int | None = None
+) -> S:
+    """Set one condition; lastTransitionTime changes only when the status value flips."""
+    text = "Unknown" if value is None else ("True" if value else "False")
+    kept = [c for c in status.conditions if c.type != type_]
+    old = next((c for c in status.conditions if c.type == type_), None)
+    when = old.last_transition_time if old is not None and old.status == text else now()
+    new = Condition(
+        type=type_, status=text, reason=reason, message=message[:32000], last_transition_time=when,
+        observed_generation=generation,
+    )  # fmt: skip
+    status.conditions = sorted([*kept, new], key=lambda c: c.type)
+    return status
+
+
+def condition(status: CommonStatus, type_: str) -> Condition | None:
+    return next((c for c in status.conditions if c.type == type_), None)
+
+
+def start(status: S, generation: int | None, total_steps: int) -> S:
+    status.phase = "Running"
+    status.observed_generation = generation
+    status.start_time = status.start_time or now()
+    status.completion_time = None
+    status.progress = status.progress or Progress(total=total_steps, summary=f"0/{total_steps}")
+    set_condition(status, PROGRESSING, True, "Running", "run started", generation)
+    set_condition(status, SUCCEEDED, False, "Running", "run in progress", generation)
+    set_condition(status, FAILED, False, "Running", "", generation)
+    return status
+
+
+def step(status: S, title: str, completed: int, total: int) -> S:
+    status.progress = Progress(step=title, completed=completed, total=total, summary=f"{completed}/{total}")
+    status.message = title
+    return status
+
+
+def succeed(status: S, message: str, generation: int | None = None) -> S:
+    status.phase = "Succeeded"
+    status.completion_time = now()
+    status.message = message
+    set_condition(status, PROGRESSING, False, "Completed", message, generation)
+    set_condition(status, SUCCEEDED, True, "Completed", message, generation)
+    set_condition(status, FAILED, False, "Completed", "", generation)
+    return status
+
+
+def fail(status: S, reason: str, message: str, generation: int | None = None) -> S:
+    """Mark the run failed with a machine-readable reason; results already collected stay as they are."""
+    if reason not in REASONS:
+        raise ValueError(f"unknown failure reason {reason!r}")
+    status.phase = "Failed"
+    status.completion_time = now()
+    status.message = f"{reason}: {message}"
+    set_condition(status, PROGRESSING, False, reason, message, generation)
+    set_condition(status, SUCCEEDED, False, reason, message, generation)
+    set_condition(status, FAILED, True, reason, message, generation)
+    return status
+
+
+def fold_points(status: ServeBenchmarkStatus, points: list[LoadPointResult], total_points: int) -> None:
+    """Add load points to the table (a point measured again replaces its row, matched by position)."""
+    for point in points:
+        same = [
+            i for i, r in enumerate(status.results)
+            if r.concurrency == point.concurrency and r.requests == point.requests
+        ]  # fmt: skip
+        if same:
+            status.results[same[0]] = point
+        else:
+            status.results.append(point)
+    status.summary = summarize(status, total_points)
+
+
+def fold_scores(status: ServeBenchmarkStatus, scores: list[EvalScore]) -> None:
+    keys = {(s.dataset, s.metric, s.subset) for s in scores}
+    status.scores = [s for s in status.scores if (s.dataset, s.metric, s.subset) not in keys] + scores
+
+
+def fold_depth(status: ServeBenchmarkStatus, rows: list[DepthPointResult]) -> None:
+    depths = {r.depth for r in rows}
+    status.depth = sorted([r for r in status.depth if r.depth not in depths] + rows, key=lambda r: r.depth)
+
+
+def summarize(status: ServeBenchmarkStatus, total_points: int) -> BenchmarkSummary:
+    valid = [r for r in status.results if r.valid]
+    tps = [r.output_tokens_per_second for r in valid if r.output_tokens_per_second is not None]
+    ttft = [r.avg_ttft_seconds for r in valid if r.avg_ttft_seconds is not None]
+    single = [r.output_tokens_per_second for r in valid if r.concurrency == 1]
+    return BenchmarkSummary(
+        max_output_tokens_per_second=round(max(tps), 2) if tps else None,
+        single_stream_tokens_per_second=round(single[0], 2) if single and single[0] is not None else None,
+        min_ttft_seconds=round(min(ttft), 4) if ttft else None,
+        points=f"{len(status.results)}/{total_points}",
+    )
