@@ -28,7 +28,12 @@ class Resource:
         return f"{self.source}:{self.name}"
 
     def spec(self) -> ApiModel:
-        return SPEC_MODELS[self.kind].model_validate(self.body["spec"])
+        """The typed spec, validated like the apiserver would (schema and CEL rules); SpecError if not."""
+        from servelab.api.validate import validate_resource
+
+        return SPEC_MODELS[self.kind].model_validate(
+            validate_resource(self.kind, self.name, self.body["spec"])
+        )
 
 
 def load_manifests(*paths: Path) -> list[Resource]:

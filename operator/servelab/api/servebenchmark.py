@@ -153,7 +153,9 @@ class Load(ApiModel):
 class ContextSweep(ApiModel):
     """Prompt-processing and generation speed at growing context depth (the seeds' pp/tg @ dN)."""
 
-    depths: list[Annotated[int, Field(ge=0, le=16777216)]] = Field(..., min_length=1, max_length=32, description="Context depths in tokens.")
+    depths: list[Annotated[int, Field(ge=0, le=16777216)]] = Field(
+        ..., min_length=1, max_length=32, description="Context depths in tokens."
+    )
     prompt_tokens: int = Field(2048, ge=1, le=1048576, description="New prompt tokens at each depth.")
     gen_tokens: int = Field(32, ge=1, le=65536, description="Tokens generated at each depth.")
     runs: int = Field(3, ge=1, le=100, description="Repetitions per depth.")
