@@ -1,0 +1,74 @@
+"""`servelab demo`: servelab's main job on its embedded default, on any machine.
+
+Makes a tiny random-weight Qwen3-style model and local data (nothing is downloaded), then runs
+examples/local/tiny-gguf-comparison.yaml through the local executor: llama.cpp GGUF quantization
+(IQ4_XS with an importance matrix, Q4_K_M without), perplexity/KL of each, then f16 vs IQ4_XS vs
+Q4_K_M served by llama-server, an evalscope perf sweep and a tiny eval, the seeds' table and a chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sysconfig
+import time
+from pathlib import Path
+
+from servelab.manifests import load_manifests
+from servelab.paths import repo_path
+
+QA = [
+    ("What is the capital of France?", "Paris"),
+    ("How many legs does a spider have?", "Eight"),
+    ("What colour is the sky on a clear day?", "Blue"),
+    ("What is two plus two?", "Four"),
+    ("Which planet is known as the red planet?", "Mars"),
+    ("What is frozen water called?", "Ice"),
+    ("How many days are in a week?", "Seven"),
+    ("What do bees make?", "Honey"),
+]
+
+
+def local_text(names: list[str]) -> str:
+    """Text that exists on every machine with this Python: standard-library sources."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    return "\n\n".join((stdlib / n).read_text(encoding="utf-8", errors="replace") for n in names)
+
+
+def write_demo_data(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "calibration.txt").write_text(local_text(["textwrap.py", "string.py", "shlex.py", "fnmatch.py"]))
+    (root / "eval.txt").write_text(local_text(["argparse.py"])[:60000])
+    qa = root / "qa"
+    qa.mkdir(exist_ok=True)
+    (qa / "example.jsonl").write_text("".join(json.dumps({"query": q, "response": a}) + "\n" for q, a in QA))
+    return root
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-dir", type=Path, default=Path("servelab-runs/demo"), help="output directory")
+    parser.add_argument("--manifest", type=Path, default=repo_path("examples", "local", "tiny-gguf-comparison.yaml"),
+                        help="manifest to run (default: the tiny GGUF comparison)")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from servelab.local.cli import execute
+    from servelab.tinymodel import ensure_tiny_model
+
+    t0 = time.monotonic()
+    runs = args.runs_dir.resolve()
+    print("servelab demo: preparing the tiny model and local data (first run builds llama.cpp and the "
+          "worker environments into ~/.cache/servelab; later runs reuse them)", flush=True)  # fmt: skip
+    if not os.environ.get("SERVELAB_TINY_MODEL"):
+        os.environ["SERVELAB_TINY_MODEL"] = str(ensure_tiny_model())
+    os.environ.setdefault("SERVELAB_DEMO_DATA", str(write_demo_data(runs / "data")))
+    print(
+        f"model: {os.environ['SERVELAB_TINY_MODEL']}\ndata:  {os.environ['SERVELAB_DEMO_DATA']}", flush=True
+    )
+    resources = load_manifests(args.manifest)
+    for res in resources:
+        res.spec()
+    rc = execute(resources, runs)
+    print(f"servelab demo finished in {time.monotonic() - t0:.0f}s (exit {rc})")
+    return rc
