@@ -1,0 +1,144 @@
+"""Plans compiled from the seeds' manifests, and the status bookkeeping both executors share."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from servelab import status as st
+from servelab.api.quantjob import QuantJobSpec
+from servelab.api.results import LoadPointResult
+from servelab.api.servebenchmark import ServeBenchmarkSpec, ServeBenchmarkStatus
+from servelab.engines import ServedModel
+from servelab.manifests import load_manifests
+from servelab.paths import repo_path
+from servelab.plan import compile_benchmark, compile_quantjob
+
+pytestmark = pytest.mark.unit
+
+
+def example(name: str) -> ServeBenchmarkSpec | QuantJobSpec:
+    res = next(r for r in load_manifests(repo_path("examples")) if r.name == name)
+    spec = res.spec()
+    assert isinstance(spec, ServeBenchmarkSpec | QuantJobSpec)
+    return spec
+
+
+def opt(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_seed_000_sweep_plan() -> None:
+    spec = example("qwen3-4b-bf16-vllm")
+    assert isinstance(spec, ServeBenchmarkSpec)
+    plan = compile_benchmark(
+        spec, ServedModel("Qwen/Qwen3-4B-Instruct-2507"), "http://sb-server:8080", "/out"
+    )
+    loads = [s for s in plan.steps if s.result == "points"]
+    assert [(opt(s.argv, "--parallel"), opt(s.argv, "--number")) for s in loads] == [
+        ("1", "10"), ("10", "30"), ("20", "50"), ("50", "100"), ("100", "200")]  # fmt: skip
+    for step in loads:
+        a = step.argv
+        assert a[:3] == ["servelab", "worker", "perf"] and step.image == "evalscope"
+        assert opt(a, "--url") == "http://sb-server:8080/v1"
+        assert opt(a, "--model") == "Qwen3-4B-Instruct-2507"
+        assert opt(a, "--tokenizer") == "Qwen/Qwen3-4B-Instruct-2507"
+        assert (opt(a, "--min-prompt-length"), opt(a, "--max-prompt-length"), opt(a, "--prefix-length")) == (
+            "1024", "1024", "0")  # fmt: skip
+        assert (opt(a, "--max-tokens"), opt(a, "--min-tokens")) == ("1024", "1024")
+        assert "--ignore-eos" in a and "--connection-close" not in a
+        assert opt(a, "--metrics-url") == "http://sb-server:8080/metrics"
+        assert re.fullmatch(r"[a-z0-9-]+", step.id)
+    evals = [s for s in plan.steps if s.result == "scores"]
+    assert len(evals) == 1 and opt(evals[0].argv, "--batch-size") == "100"
+    assert "math_500" in opt(evals[0].argv, "--datasets") and "iquiz" in opt(evals[0].argv, "--datasets")
+    assert plan.points == 5
+
+
+def test_llamacpp_plan_warms_up_and_closes_connections() -> None:
+    spec = example("qwen3-4b-iq4xs-llamacpp")
+    assert isinstance(spec, ServeBenchmarkSpec)
+    plan = compile_benchmark(
+        spec, ServedModel("/m/iq4.gguf", "Qwen/Qwen3-4B-Instruct-2507"), "http://s:8080", "/o"
+    )
+    assert plan.steps[0].id == "warmup" and plan.steps[0].result == "warmup"
+    assert opt(plan.steps[0].argv, "--number") == "2"
+    assert all("--connection-close" in s.argv for s in plan.steps if s.result in ("points", "warmup"))
+    assert plan.server.command[:3] == ["llama-server", "-m", "/m/iq4.gguf"]
+
+
+def test_context_sweep_plan() -> None:
+    spec = example("qwen3.5-4b-vllm-mtp")
+    assert isinstance(spec, ServeBenchmarkSpec)
+    plan = compile_benchmark(spec, ServedModel("Qwen/Qwen3.5-4B"), "http://s:8000", "/o")
+    (step,) = plan.steps
+    assert step.result == "depth"
+    a = step.argv
+    assert a[a.index("--depths") + 1 : a.index("--depths") + 5] == ["0", "8192", "16384", "32768"]
+    assert (opt(a, "--prompt-tokens"), opt(a, "--gen-tokens"), opt(a, "--runs")) == ("2048", "32", "5")
+
+
+def test_gguf_quantjob_plan() -> None:
+    spec = example("qwen3-4b-gguf")
+    assert isinstance(spec, QuantJobSpec)
+    plan = compile_quantjob(spec, "/models/qwen", "/models/out", "/art")
+    (step,) = plan.steps
+    a = step.argv
+    assert a[:3] == ["servelab", "worker", "gguf"] and step.image == "llamacpp" and step.gpus == 1
+    assert [a[i + 1] for i, x in enumerate(a) if x == "--variant"] == ["IQ4_XS:imatrix", "Q4_K_M:plain"]
+    assert "--leave-output-tensor" in a
+    assert opt(a, "--calibration") == "/data/calibration-data/calibration.txt"
+    assert opt(a, "--ppl-text") == "/data/eval-data/wikitext-2-raw/wiki.test.raw"
+
+
+def test_gptq_quantjob_plan() -> None:
+    spec = example("qwen3-4b-w4a16-g128")
+    assert isinstance(spec, QuantJobSpec)
+    (step,) = compile_quantjob(spec, "Qwen/Qwen3-4B-Instruct-2507", "/out", "/art").steps
+    a = step.argv
+    assert a[:3] == ["servelab", "worker", "quantize"] and step.image == "llmcompressor"
+    assert (opt(a, "--method"), opt(a, "--scheme"), opt(a, "--group-size"), opt(a, "--actorder")) == (
+        "gptq", "W4A16", "128", "static")  # fmt: skip
+    assert opt(a, "--ignore") == "lm_head" and opt(a, "--num-samples") == "512"
+
+
+def point(c: int, tps: float, valid: bool = True) -> LoadPointResult:
+    return LoadPointResult(concurrency=c, requests=c * 2, succeeded=c * 2, success_rate=1.0,
+                           output_tokens_per_second=tps, avg_ttft_seconds=0.1 * c, valid=valid)  # fmt: skip
+
+
+def test_conditions_and_folding_keep_results_on_failure() -> None:
+    status = st.start(ServeBenchmarkStatus(), 3, 5)
+    first = st.condition(status, st.SUCCEEDED)
+    assert first is not None and first.status == "False"
+    st.fold_points(status, [point(1, 100.0)], 3)
+    st.fold_points(status, [point(2, 180.0)], 3)
+    st.fold_points(status, [point(2, 190.0)], 3)  # measured again: replaces its row
+    assert [r.concurrency for r in status.results] == [1, 2]
+    assert status.summary and status.summary.max_output_tokens_per_second == 190.0
+    assert status.summary.points == "2/3" and status.summary.single_stream_tokens_per_second == 100.0
+    st.fold_points(status, [point(4, 999.0, valid=False)], 3)
+    assert status.summary.max_output_tokens_per_second == 190.0  # invalid points never headline
+    st.fail(status, "InvalidResult", "load 3/3: success rate 0.5 < 1.0", 3)
+    failed = st.condition(status, st.FAILED)
+    assert status.phase == "Failed" and failed is not None and failed.reason == "InvalidResult"
+    assert len(status.results) == 3  # nothing collected is dropped
+    with pytest.raises(ValueError):
+        st.fail(status, "Oops", "not a known reason")
+
+
+def test_transition_time_changes_only_on_flip() -> None:
+    status = ServeBenchmarkStatus()
+    st.set_condition(status, st.READY, False, "Starting")
+    c1 = st.condition(status, st.READY)
+    assert c1 is not None
+    c1.last_transition_time = "2020-01-01T00:00:00Z"
+    st.set_condition(status, st.READY, False, "StillStarting", "x")
+    c2 = st.condition(status, st.READY)
+    assert (
+        c2 is not None and c2.last_transition_time == "2020-01-01T00:00:00Z" and c2.reason == "StillStarting"
+    )
+    st.set_condition(status, st.READY, True, "ServerReady")
+    c3 = st.condition(status, st.READY)
+    assert c3 is not None and c3.last_transition_time != "2020-01-01T00:00:00Z"
