@@ -4,11 +4,14 @@ progress, folding worker results into the typed status."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from servelab.api.common import CommonStatus, Condition, Progress
-from servelab.api.results import DepthPointResult, EvalScore, LoadPointResult
+from servelab.api.quantjob import QuantJobStatus, QuantJobSummary
+from servelab.api.results import DepthPointResult, EvalScore, LoadPointResult, QuantVariantResult
 from servelab.api.servebenchmark import BenchmarkSummary, ServeBenchmarkStatus
+
+if TYPE_CHECKING:
+    from servelab.plan import WorkerStep
 
 S = TypeVar("S", bound=CommonStatus)
 
@@ -123,3 +126,33 @@ def summarize(status: ServeBenchmarkStatus, total_points: int) -> BenchmarkSumma
         min_ttft_seconds=round(min(ttft), 4) if ttft else None,
         points=f"{len(status.results)}/{total_points}",
     )
+
+
+def fold_benchmark(
+    status: ServeBenchmarkStatus, step: WorkerStep, result: dict[str, Any] | None, points: int
+) -> None:
+    if not result:
+        return
+    if step.result == "points":
+        fold_points(status, [LoadPointResult.model_validate(p) for p in result.get("points", [])], points)
+    elif step.result == "scores":
+        fold_scores(status, [EvalScore.model_validate(s) for s in result.get("scores", [])])
+    elif step.result == "depth":
+        fold_depth(status, [DepthPointResult.model_validate(r) for r in result.get("depth", [])])
+
+
+def fold_quant(status: QuantJobStatus, result: dict[str, Any]) -> None:
+    if result.get("base"):
+        status.base = QuantVariantResult.model_validate(result["base"])
+    variants = [QuantVariantResult.model_validate(v) for v in result.get("variants", [])]
+    if variants:
+        status.variants = variants
+    total = sum(v.size_bytes or 0 for v in status.variants)
+    scored = [v for v in status.variants if v.perplexity is not None]
+    best = min(scored, key=lambda v: v.perplexity or 0.0) if scored else None
+    headline = ", ".join(
+        f"{v.name} {v.size_bytes / 2**20:.1f}MiB" + (f" ppl {v.perplexity:.2f}" if v.perplexity else "")
+        for v in status.variants if v.size_bytes is not None
+    )  # fmt: skip
+    status.summary = QuantJobSummary(best_variant=best.name if best else None, headline=headline or None,
+                                     output_bytes=total or None)  # fmt: skip

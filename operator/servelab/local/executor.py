@@ -27,7 +27,6 @@ import yaml
 
 from servelab import status as st
 from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
-from servelab.api.results import DepthPointResult, EvalScore, LoadPointResult, QuantVariantResult
 from servelab.api.servebenchmark import ServeBenchmarkSpec, ServeBenchmarkStatus
 from servelab.engines import ServedModel
 from servelab.manifests import Resource
@@ -205,7 +204,7 @@ class LocalExecutor:
             self.log(f"[{time.monotonic() - t0:6.1f}s] quantjob/{res.name}: {step.title}")
             rc, result = self.run_step(step, d)
             if result:
-                fold_quant(status, result)
+                st.fold_quant(status, result)
             if rc != 0:
                 reason = (result or {}).get("reason") or f"exit code {rc}; see {d / (step.id + '.log')}"
                 st.fail(status, "QuantizeFailed", str(reason), 1)
@@ -295,7 +294,7 @@ class LocalExecutor:
                     self._write(res, status)
                     say(step.title)
                     rc, result = self.run_step(step, d)
-                    fold_benchmark(status, step, result, plan.points)
+                    st.fold_benchmark(status, step, result, plan.points)
                     self._write(res, status)
                     check_step(step, rc, result, d)
             st.set_condition(status, st.READY, False, "ServerStopped", "server stopped after the run", 1)
@@ -330,35 +329,3 @@ def check_step(step: WorkerStep, rc: int, result: dict[str, Any] | None, d: Path
         raise StepFailed("Timeout", f"{step.title}: over {step.timeout_seconds}s")
     log = d / f"{step.id}.log"
     raise StepFailed(reason[step.result], f"{step.title}: {why or f'exit code {rc}; see {log}'}")
-
-
-def fold_benchmark(
-    status: ServeBenchmarkStatus, step: WorkerStep, result: dict[str, Any] | None, points: int
-) -> None:
-    if not result:
-        return
-    if step.result == "points":
-        st.fold_points(status, [LoadPointResult.model_validate(p) for p in result.get("points", [])], points)
-    elif step.result == "scores":
-        st.fold_scores(status, [EvalScore.model_validate(s) for s in result.get("scores", [])])
-    elif step.result == "depth":
-        st.fold_depth(status, [DepthPointResult.model_validate(r) for r in result.get("depth", [])])
-
-
-def fold_quant(status: QuantJobStatus, result: dict[str, Any]) -> None:
-    if result.get("base"):
-        status.base = QuantVariantResult.model_validate(result["base"])
-    variants = [QuantVariantResult.model_validate(v) for v in result.get("variants", [])]
-    if variants:
-        status.variants = variants
-    total = sum(v.size_bytes or 0 for v in status.variants)
-    scored = [v for v in status.variants if v.perplexity is not None]
-    best = min(scored, key=lambda v: v.perplexity or 0.0) if scored else None
-    from servelab.api.quantjob import QuantJobSummary
-
-    headline = ", ".join(
-        f"{v.name} {v.size_bytes / 2**20:.1f}MiB" + (f" ppl {v.perplexity:.2f}" if v.perplexity else "")
-        for v in status.variants if v.size_bytes is not None
-    )  # fmt: skip
-    status.summary = QuantJobSummary(best_variant=best.name if best else None, headline=headline or None,
-                                     output_bytes=total or None)  # fmt: skip

@@ -1,0 +1,59 @@
+"""The operator's settings, in one place, read from the environment (the chart sets them)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from servelab import GROUP, __version__
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    # identity of what servelab writes: finalizer, progress/diff-base annotations, labels
+    prefix: str = GROUP
+    # namespaces watched ([] = all); --namespace on the command line adds to these
+    namespaces: list[str] = field(default_factory=list)
+    # reconcile period of a running resource (seconds); finished resources are not polled
+    interval: float = 2.0
+    # kopf watch timeouts (see kopf's notes on silent watch freezes)
+    server_timeout: int = 120
+    client_timeout: int = 150
+    request_timeout: int = 30
+    worker_limit: int = 16
+    # images of servelab's workers, by plan image name
+    worker_images: dict[str, str] = field(default_factory=dict)
+    image_pull_policy: str = "IfNotPresent"
+    # labels added to every pod servelab creates (e.g. a cost centre, or the test executor's marker)
+    extra_pod_labels: dict[str, str] = field(default_factory=dict)
+    # metrics endpoint
+    metrics_port: int = 8080
+    # worker pods' resources (they need no GPU)
+    worker_cpu: str = "1"
+    worker_memory: str = "2Gi"
+
+    @property
+    def finalizer(self) -> str:
+        return f"{self.prefix}/finalizer"
+
+    def image(self, name: str) -> str:
+        return self.worker_images.get(name, f"ghcr.io/servelab/worker-{name}:{__version__}")
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        ns = [n for n in _env("SERVELAB_NAMESPACES", "").split(",") if n]
+        images = {k: v for k, v in json.loads(_env("SERVELAB_WORKER_IMAGES", "{}")).items()}
+        labels = {k: v for k, v in json.loads(_env("SERVELAB_EXTRA_POD_LABELS", "{}")).items()}
+        return cls(
+            namespaces=ns, interval=float(_env("SERVELAB_INTERVAL", "2")),
+            server_timeout=int(_env("SERVELAB_WATCH_SERVER_TIMEOUT", "120")),
+            client_timeout=int(_env("SERVELAB_WATCH_CLIENT_TIMEOUT", "150")),
+            worker_limit=int(_env("SERVELAB_WORKER_LIMIT", "16")), worker_images=images,
+            image_pull_policy=_env("SERVELAB_IMAGE_PULL_POLICY", "IfNotPresent"), extra_pod_labels=labels,
+            metrics_port=int(_env("SERVELAB_METRICS_PORT", "8080")),
+        )  # fmt: skip
