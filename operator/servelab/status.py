@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from servelab.api.common import CommonStatus, Condition, Progress
 from servelab.api.quantjob import QuantJobStatus, QuantJobSummary
 from servelab.api.results import DepthPointResult, EvalScore, LoadPointResult, QuantVariantResult
 from servelab.api.servebenchmark import BenchmarkSummary, ServeBenchmarkStatus
