@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cluster": ("servelab.localcluster", "start, stop or inspect the local test control plane"),
     "worker": ("servelab.workers.cli", "run one worker step (what the images run in pods)"),
     "run": ("servelab.local.cli", "run a manifest's experiments locally as processes"),
+    "operator": ("servelab.controller.cli", "run the operator against the current kubeconfig's cluster"),
     "demo": ("servelab.local.demo", "the main job: a tiny model's GGUF quantize-serve-load-eval comparison"),
 }
 

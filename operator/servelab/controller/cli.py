@@ -1,0 +1,34 @@
+"""`servelab operator`: run the operator (kopf, standalone single replica by default)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-n", "--namespace", action="append", default=[], help="namespace to watch (repeatable)"
+    )
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    parser.add_argument("--peering", default=None, help="use kopf peering NAME instead of --standalone")
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here (default 8080)")
+    parser.add_argument("--verbose", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.metrics_port is not None:
+        os.environ["SERVELAB_METRICS_PORT"] = str(args.metrics_port)
+    import kopf
+
+    from servelab.controller import handlers  # noqa: F401  (registers the handlers)
+    from servelab.controller.settings import Settings
+
+    namespaces = args.namespace or Settings.from_env().namespaces
+    kopf.configure(verbose=args.verbose)
+    asyncio.run(kopf.operator(
+        standalone=args.peering is None, peering_name=args.peering,
+        clusterwide=args.all_namespaces or not namespaces, namespaces=namespaces,
+    ))  # fmt: skip
+    return 0

@@ -1,0 +1,164 @@
+"""Prometheus metrics: results (rebuilt from each resource's status, so a restart loses nothing) and
+the operator's own health. Labels are bounded: namespace, name, engine, model, quantization,
+concurrency, dataset/metric, variant; never run ids or prompts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from servelab.api.quantjob import QuantJobStatus
+from servelab.api.servebenchmark import ServeBenchmarkStatus
+
+REGISTRY = CollectorRegistry()
+BENCH = ["namespace", "name", "engine", "model", "quantization"]
+POINT = [*BENCH, "concurrency"]
+
+output_tps = Gauge(
+    "servelab_load_output_tokens_per_second",
+    "Generated tokens per second at a load point.",
+    POINT,
+    registry=REGISTRY,
+)
+rps = Gauge(
+    "servelab_load_requests_per_second",
+    "Successful requests per second at a load point.",
+    POINT,
+    registry=REGISTRY,
+)
+ttft = Gauge(
+    "servelab_load_ttft_seconds",
+    "Time to first token at a load point (statistic: mean or p99).",
+    [*POINT, "statistic"],
+    registry=REGISTRY,
+)
+tpot = Gauge(
+    "servelab_load_tpot_seconds",
+    "Time per output token at a load point (statistic: mean or p99).",
+    [*POINT, "statistic"],
+    registry=REGISTRY,
+)
+latency = Gauge(
+    "servelab_load_latency_seconds",
+    "Request latency at a load point (statistic: mean or p99).",
+    [*POINT, "statistic"],
+    registry=REGISTRY,
+)
+success = Gauge(
+    "servelab_load_success_ratio",
+    "Successful requests / requests at a load point (0..1).",
+    POINT,
+    registry=REGISTRY,
+)
+score = Gauge(
+    "servelab_eval_score",
+    "Evaluation score of a served model.",
+    [*BENCH, "dataset", "metric", "subset"],
+    registry=REGISTRY,
+)
+quant_duration = Gauge(
+    "servelab_quant_duration_seconds",
+    "Time a quantization took.",
+    ["namespace", "name", "method", "variant"],
+    registry=REGISTRY,
+)
+quant_size = Gauge(
+    "servelab_quant_size_bytes",
+    "Size of a quantized output.",
+    ["namespace", "name", "method", "variant"],
+    registry=REGISTRY,
+)
+quant_ppl = Gauge(
+    "servelab_quant_perplexity",
+    "Perplexity of a quantized output (or the base).",
+    ["namespace", "name", "method", "variant"],
+    registry=REGISTRY,
+)
+phase_gauge = Gauge(
+    "servelab_resources", "Resources by kind and phase.", ["kind", "phase"], registry=REGISTRY
+)
+reconciles = Counter(
+    "servelab_reconciles", "Reconciliations by kind and outcome.", ["kind", "outcome"], registry=REGISTRY
+)
+reconcile_seconds = Histogram(
+    "servelab_reconcile_duration_seconds", "Time of one reconciliation.", ["kind"], registry=REGISTRY
+)
+
+_POINT_GAUGES = (output_tps, rps, success)
+_STAT_GAUGES = (ttft, tpot, latency)
+_phases: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> phase
+
+
+def _drop(gauge: Gauge, match: dict[str, str]) -> None:
+    names = gauge._labelnames
+    for key in list(gauge._metrics):
+        labels = dict(zip(names, key, strict=True))
+        if all(labels.get(k) == v for k, v in match.items()):
+            gauge.remove(*key)
+
+
+def forget(kind: str, namespace: str, name: str) -> None:
+    match = {"namespace": namespace, "name": name}
+    if kind == "ServeBenchmark":
+        for g in (*_POINT_GAUGES, *_STAT_GAUGES, score):
+            _drop(g, match)
+    else:
+        for g in (quant_duration, quant_size, quant_ppl):
+            _drop(g, match)
+    _phases.pop((kind, namespace, name), None)
+    _recount()
+
+
+def _recount() -> None:
+    phase_gauge.clear()
+    counts: dict[tuple[str, str], int] = {}
+    for (kind, _, _), phase in _phases.items():
+        counts[(kind, phase)] = counts.get((kind, phase), 0) + 1
+    for (kind, phase), n in counts.items():
+        phase_gauge.labels(kind, phase).set(n)
+
+
+def observe(kind: str, body: dict[str, Any]) -> None:
+    """(Re)build every series of one resource from its status."""
+    meta = body.get("metadata", {})
+    ns, name = meta.get("namespace", ""), meta.get("name", "")
+    forget(kind, ns, name)
+    raw = body.get("status") or {}
+    _phases[(kind, ns, name)] = raw.get("phase") or "Pending"
+    _recount()
+    if kind == "ServeBenchmark":
+        s = ServeBenchmarkStatus.model_validate(raw)
+        base = [
+            ns,
+            name,
+            s.engine or body.get("spec", {}).get("engine", {}).get("name", ""),
+            s.model or "",
+            s.quantization or "",
+        ]
+        for r in s.results:
+            if not r.valid:
+                continue
+            labels = [*base, str(r.concurrency)]
+            for g, v in ((output_tps, r.output_tokens_per_second), (rps, r.rps), (success, r.success_rate)):
+                if v is not None:
+                    g.labels(*labels).set(v)
+            for g, mean, p99 in ((ttft, r.avg_ttft_seconds, r.p99_ttft_seconds), (tpot, r.avg_tpot_seconds, r.p99_tpot_seconds),
+                                 (latency, r.avg_latency_seconds, r.p99_latency_seconds)):  # fmt: skip
+                if mean is not None:
+                    g.labels(*labels, "mean").set(mean)
+                if p99 is not None:
+                    g.labels(*labels, "p99").set(p99)
+        for sc in s.scores:
+            score.labels(*base, sc.dataset, sc.metric, sc.subset or "").set(sc.score)
+    else:
+        q = QuantJobStatus.model_validate(raw)
+        method = body.get("spec", {}).get("method", "")
+        for variant in ([q.base] if q.base else []) + q.variants:
+            labels = [ns, name, method, variant.name]
+            if variant.duration_seconds is not None:
+                quant_duration.labels(*labels).set(variant.duration_seconds)
+            if variant.size_bytes is not None:
+                quant_size.labels(*labels).set(variant.size_bytes)
+            if variant.perplexity is not None:
+                quant_ppl.labels(*labels).set(variant.perplexity)
