@@ -119,6 +119,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, sett
         return d
     if status.phase is None:
         st.start(status, gen, 0)
+        status.start_time = obs.now.strftime("%Y-%m-%dT%H:%M:%SZ")
         status.engine = spec.engine.name
         d.event("Started", f"run of generation {gen} started")
 
@@ -280,6 +281,7 @@ def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed, settings: S
     plan = compile_quantjob(spec, model, output, render.ARTIFACTS)
     if status.phase is None:
         st.start(status, gen, len(plan.steps))
+        status.start_time = obs.now.strftime("%Y-%m-%dT%H:%M:%SZ")
         d.event("Started", f"quantization of generation {gen} started")
     status.phase, status.model, status.output = "Running", model, output
     step = plan.steps[0]

@@ -1,0 +1,225 @@
+"""The operator's decisions, from observed states to actions and status (pure, no cluster)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from servelab.api.quantjob import QuantJobSpec
+from servelab.api.servebenchmark import ServeBenchmarkSpec
+from servelab.controller.reconcile import JobState, Observed, ServerState, decide_benchmark, decide_quantjob
+from servelab.controller.render import Owner
+from servelab.controller.settings import Settings
+
+pytestmark = pytest.mark.unit
+SETTINGS = Settings(extra_pod_labels={"servelab.dev/executor": "local"})
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def sb(**over: Any) -> ServeBenchmarkSpec:
+    spec: dict[str, Any] = {
+        "model": {"path": "/models/tiny"},
+        "engine": {"name": "llamacpp", "servedModelName": "tiny"},
+        "load": {
+            "parallel": [1, 4],
+            "number": [4, 8],
+            "minPromptLength": 16,
+            "maxPromptLength": 16,
+            "maxTokens": 8,
+        },
+        "timeouts": {"serverReadySeconds": 60, "totalSeconds": 600},
+    }
+    spec.update(over)
+    return ServeBenchmarkSpec.model_validate(spec)
+
+
+OWNER = Owner("ServeBenchmark", "bench", "ns", "uid-1", 1)
+
+
+def point(c: int, valid: bool = True) -> dict[str, Any]:
+    row = {"concurrency": c, "requests": c * 2, "succeeded": c * 2, "successRate": 1.0, "outputTokensPerSecond": 10.0 * c,
+           "valid": valid}  # fmt: skip
+    if not valid:
+        row["reason"] = "mean output tokens 3 != requested 8"
+    return {"points": [row]}
+
+
+def run(spec: ServeBenchmarkSpec, **obs: Any) -> Any:
+    status = obs.pop("status", {})
+    return decide_benchmark(
+        OWNER, spec, Observed(generation=1, status=status, now=obs.pop("now", NOW), **obs), SETTINGS
+    )
+
+
+def kinds(objs: list[dict[str, Any]]) -> list[str]:
+    return [o["kind"] for o in objs]
+
+
+def test_first_pass_creates_server_and_worker_rbac() -> None:
+    d = run(sb())
+    assert kinds(d.create) == ["ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"]
+    dep = d.create[3]
+    assert dep["metadata"]["name"] == "bench-g1-server"
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["containers"][0]["command"][0] == "llama-server"
+    assert pod["containers"][0]["startupProbe"]["httpGet"]["path"] == "/health"
+    assert dep["spec"]["template"]["metadata"]["labels"]["servelab.dev/executor"] == "local"
+    assert "podAntiAffinity" in pod["affinity"]  # isolation: no two benchmark servers on one node
+    assert d.status.phase == "Running" and d.status.observed_generation == 1
+
+
+def test_vllm_server_gets_gpus_shm_and_secret_env() -> None:
+    spec = sb(engine={"name": "vllm", "tensorParallelSize": 2, "apiKeySecretRef": {"name": "k", "key": "api"}},
+              hfTokenSecretRef={"name": "hf"})  # fmt: skip
+    dep = run(spec).create[3]
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "k", "key": "api"}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "hf"
+    assert "--tensor-parallel-size" in c["command"]
+
+
+def test_steps_run_one_job_at_a_time_and_results_fold() -> None:
+    started = {"status": run(sb()).status.to_wire()}
+    ready = ServerState(exists=True, ready=True, node="gpu-h100-0", gpu_product="NVIDIA-H100-80GB-HBM3")
+    d = run(sb(), server=ready, **started)
+    assert kinds(d.create) == ["Job"]
+    job = d.create[0]
+    assert job["metadata"]["name"] == "bench-g1-load-0"
+    cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert cmd[:3] == ["servelab", "worker", "perf"] and "http://bench-g1-server.ns.svc:8080/v1" in cmd
+    assert "nvidia.com/gpu" not in job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert d.status.provenance.gpu_product == "NVIDIA-H100-80GB-HBM3"
+    # load-0 done: its row is in the table, load-1 is created; nothing is created twice
+    jobs = {"load-0": JobState("bench-g1-load-0", succeeded=True)}
+    d = run(sb(), server=ready, jobs=jobs, results={"load-0": point(1)}, **started)
+    assert [o["metadata"]["name"] for o in d.create] == ["bench-g1-load-1"]
+    assert [r.concurrency for r in d.status.results] == [1] and d.status.summary.points == "1/2"
+    jobs["load-1"] = JobState("bench-g1-load-1", active=True)
+    d = run(sb(), server=ready, jobs=jobs, results={"load-0": point(1)}, **started)
+    assert d.create == [] and d.status.progress.step.startswith("load 2/2")
+    jobs["load-1"] = JobState("bench-g1-load-1", succeeded=True)
+    d = run(sb(), server=ready, jobs=jobs, results={"load-0": point(1), "load-1": point(4)}, **started)
+    assert d.status.phase == "Succeeded" and len(d.status.results) == 2
+    assert ("apps/v1", "Deployment", "bench-g1-server") in d.delete  # serverPolicy Delete
+
+
+def test_invalid_point_fails_and_keeps_data() -> None:
+    started = {"status": run(sb()).status.to_wire()}
+    ready = ServerState(exists=True, ready=True)
+    jobs = {
+        "load-0": JobState("j0", succeeded=True),
+        "load-1": JobState("j1", failed=True, message="BackoffLimitExceeded"),
+    }
+    d = run(
+        sb(),
+        server=ready,
+        jobs=jobs,
+        results={"load-0": point(1), "load-1": point(4, valid=False)},
+        **started,
+    )
+    assert d.status.phase == "Failed"
+    failed = next(c for c in d.status.conditions if c.type == "Failed")
+    assert (
+        failed.status == "True"
+        and failed.reason == "InvalidResult"
+        and "mean output tokens" in failed.message
+    )
+    assert len(d.status.results) == 2  # both rows kept, the invalid one marked
+
+
+def test_server_never_ready_times_out_and_is_torn_down() -> None:
+    started = run(sb()).status.to_wire()
+    later = NOW + timedelta(seconds=61)
+    started["startTime"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    d = run(sb(), server=ServerState(exists=True), status=started, now=later)
+    failed = next(c for c in d.status.conditions if c.type == "Failed")
+    assert failed.reason == "ServerNotReady" and ("apps/v1", "Deployment", "bench-g1-server") in d.delete
+
+
+def test_unschedulable_stays_pending_with_the_reason() -> None:
+    started = run(sb()).status.to_wire()
+    msg = "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    d = run(sb(), server=ServerState(exists=True, unschedulable=msg), status=started)
+    assert d.status.phase == "Pending"
+    ready = next(c for c in d.status.conditions if c.type == "Ready")
+    assert ready.reason == "Unschedulable" and "Insufficient nvidia.com/gpu" in ready.message
+
+
+def test_quantjob_reference_waits_then_resolves_or_fails() -> None:
+    spec = sb(model=None, quantJobRef={"name": "qj", "variant": "IQ4_XS"})
+    d = run(spec)
+    assert d.status.phase == "Waiting" and d.create == []
+    qj_spec = {"model": {"path": "/models/hf"}, "method": "gguf", "gguf": {"variants": [{"type": "IQ4_XS"}]},
+               "calibration": {"source": {"path": "/c.txt"}}, "output": {"pvc": {"claimName": "models", "path": "out"}}}  # fmt: skip
+    running = {"spec": qj_spec, "status": {"phase": "Running"}}
+    d = run(spec, quantjob=running, status=d.status.to_wire())
+    assert d.status.phase == "Waiting" and "Running" in (d.status.progress.step or "")
+    failed = {"spec": qj_spec, "status": {"phase": "Failed", "message": "QuantizeFailed: boom"}}
+    d2 = run(spec, quantjob=failed, status=d.status.to_wire())
+    assert d2.status.phase == "Failed" and "boom" in (d2.status.message or "")
+    done = {"spec": qj_spec, "status": {"phase": "Succeeded", "variants": [
+        {"name": "IQ4_XS", "path": "/models/models/out/model-IQ4_XS.gguf"}]}}  # fmt: skip
+    d3 = run(spec, quantjob=done, status=d.status.to_wire())
+    dep = next(o for o in d3.create if o["kind"] == "Deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"][:3] == ["llama-server", "-m", "/models/models/out/model-IQ4_XS.gguf"]
+    assert {"name": "model", "mountPath": "/models/models", "readOnly": True} in c["volumeMounts"]
+    assert d3.status.quantization == "IQ4_XS"
+
+
+def test_missing_quantjob_fails_after_grace() -> None:
+    spec = sb(model=None, quantJobRef={"name": "nope"})
+    st0 = run(spec).status.to_wire()
+    st0["startTime"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    d = run(spec, status=st0, now=NOW + timedelta(seconds=61))
+    assert d.status.phase == "Failed" and "QuantJob nope does not exist" in (d.status.message or "")
+
+
+def test_new_generation_resets_and_deletes_old_children() -> None:
+    finished = run(sb()).status
+    finished.phase = "Succeeded"
+    stale = [("batch/v1", "Job", "bench-g1-load-0")]
+    owner2 = Owner("ServeBenchmark", "bench", "ns", "uid-1", 2)
+    obs = Observed(generation=2, status=finished.to_wire(), now=NOW, stale=stale)
+    d = decide_benchmark(owner2, sb(), obs, SETTINGS)
+    assert d.status.observed_generation == 2 and d.status.results == []
+    assert stale[0] in d.delete and any(o["metadata"]["name"] == "bench-g2-server" for o in d.create)
+
+
+def test_quantjob_job_and_outcomes() -> None:
+    spec = QuantJobSpec.model_validate({
+        "model": {"huggingFace": {"id": "Qwen/Qwen3-4B-Instruct-2507"}}, "method": "gptq",
+        "calibration": {"source": {"path": "/data/c.jsonl"}}, "output": {"pvc": {"claimName": "models", "path": "w4"}},
+        "resources": {"gpus": 1}, "placement": {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L40S"}},
+        "hfTokenSecretRef": {"name": "hf"}})  # fmt: skip
+    owner = Owner("QuantJob", "q", "ns", "uid-q", 1)
+    d = decide_quantjob(owner, spec, Observed(generation=1, status={}, now=NOW), SETTINGS)
+    job = next(o for o in d.create if o["kind"] == "Job")
+    pod = job["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert (
+        c["command"][:3] == ["servelab", "worker", "quantize"]
+        and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    )
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L40S"}
+    assert {"name": "output", "mountPath": "/models/models"} in c["volumeMounts"]
+    assert any(e["name"] == "HF_TOKEN" and "valueFrom" in e for e in c["env"])
+    assert "hf_" not in str(job)  # the token itself never appears
+    st1 = d.status.to_wire()
+    result = {
+        "variants": [
+            {"name": "W4A16-G128", "path": "/models/models/w4", "sizeBytes": 1000, "durationSeconds": 3}
+        ]
+    }
+    done = decide_quantjob(owner, spec, Observed(generation=1, status=st1, now=NOW,
+                           jobs={"quantize": JobState("q-g1-quantize", succeeded=True)}, results={"quantize": result}), SETTINGS)  # fmt: skip
+    assert done.status.phase == "Succeeded" and done.status.variants[0].size_bytes == 1000
+    crash = decide_quantjob(owner, spec, Observed(generation=1, status=st1, now=NOW,
+                            jobs={"quantize": JobState("x", failed=True)}, results={"quantize": {"reason": "ValueError: bad group"}}), SETTINGS)  # fmt: skip
+    assert crash.status.phase == "Failed" and "ValueError: bad group" in (crash.status.message or "")
