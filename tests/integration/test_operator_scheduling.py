@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from operator_fixtures import RunningOperator
 from kubernetes import client
+from operator_fixtures import RunningOperator
 from podexec import wait_for
 
 from servelab import GROUP, VERSION

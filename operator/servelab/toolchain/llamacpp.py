@@ -316,6 +316,35 @@ def convert_command(
     return [*cmd, "--", str(hf_dir), "--outfile", str(outfile), "--outtype", outtype]
 
 
+def convert_hf_to_gguf(
+    hf_dir: Path,
+    outfile: Path,
+    *,
+    outtype: str = "f16",
+    pre_tokenizer_fallback: str | None = "qwen2",
+    python: Path | None = None,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> float:
+    """Convert an HF directory to one GGUF file; return the seconds it took.
+
+    `python` must have the llamacpp environment's packages (torch, transformers, ...); by default the
+    current interpreter, which is right inside a worker. `env` must put servelab on PYTHONPATH when
+    `python` is another environment's (see `servelab.toolchain.envs.worker_environ`).
+    """
+    convert_script()  # extract the source first, in this process
+    cmd = convert_command(
+        hf_dir, outfile, outtype=outtype, pre_tokenizer_fallback=pre_tokenizer_fallback, python=python
+    )
+    started = time.monotonic()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if log is not None:
+        log.write_text("$ " + " ".join(cmd) + "\n" + proc.stdout + proc.stderr)
+    if proc.returncode != 0 or not outfile.is_file():
+        raise ToolchainError(f"convert_hf_to_gguf failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}")
+    return time.monotonic() - started
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m servelab.toolchain.llamacpp")
     sub = parser.add_subparsers(dest="cmd", required=True)
