@@ -4,6 +4,7 @@ concurrency, dataset/metric, variant; never run ids or prompts."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -85,29 +86,23 @@ reconcile_seconds = Histogram(
     "servelab_reconcile_duration_seconds", "Time of one reconciliation.", ["kind"], registry=REGISTRY
 )
 
-_POINT_GAUGES = (output_tps, rps, success)
-_STAT_GAUGES = (ttft, tpot, latency)
-_phases: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> phase
+Key = tuple[str, str, str]  # (kind, namespace, name)
+_phases: dict[Key, str] = {}
+_series: dict[Key, list[tuple[Gauge, tuple[str, ...]]]] = {}  # what each resource has set, to remove it
 
 
-def _drop(gauge: Gauge, match: dict[str, str]) -> None:
-    names = gauge._labelnames
-    for key in list(gauge._metrics):
-        labels = dict(zip(names, key, strict=True))
-        if all(labels.get(k) == v for k, v in match.items()):
-            gauge.remove(*key)
+def _set(key: Key, gauge: Gauge, labels: list[str], value: float) -> None:
+    gauge.labels(*labels).set(value)
+    _series.setdefault(key, []).append((gauge, tuple(labels)))
 
 
 def forget(kind: str, namespace: str, name: str) -> None:
-    match = {"namespace": namespace, "name": name}
-    if kind == "ServeBenchmark":
-        for g in (*_POINT_GAUGES, *_STAT_GAUGES, score):
-            _drop(g, match)
-    else:
-        for g in (quant_duration, quant_size, quant_ppl):
-            _drop(g, match)
-    _phases.pop((kind, namespace, name), None)
-    _recount()
+    key = (kind, namespace, name)
+    for gauge, labels in _series.pop(key, []):
+        with contextlib.suppress(KeyError):  # already gone: the same series set twice
+            gauge.remove(*labels)
+    if _phases.pop(key, None) is not None:
+        _recount()
 
 
 def _recount() -> None:
@@ -123,9 +118,10 @@ def observe(kind: str, body: dict[str, Any]) -> None:
     """(Re)build every series of one resource from its status."""
     meta = body.get("metadata", {})
     ns, name = meta.get("namespace", ""), meta.get("name", "")
+    key = (kind, ns, name)
     forget(kind, ns, name)
     raw = body.get("status") or {}
-    _phases[(kind, ns, name)] = raw.get("phase") or "Pending"
+    _phases[key] = raw.get("phase") or "Pending"
     _recount()
     if kind == "ServeBenchmark":
         s = ServeBenchmarkStatus.model_validate(raw)
@@ -142,23 +138,21 @@ def observe(kind: str, body: dict[str, Any]) -> None:
             labels = [*base, str(r.concurrency)]
             for g, v in ((output_tps, r.output_tokens_per_second), (rps, r.rps), (success, r.success_rate)):
                 if v is not None:
-                    g.labels(*labels).set(v)
+                    _set(key, g, labels, v)
             for g, mean, p99 in ((ttft, r.avg_ttft_seconds, r.p99_ttft_seconds), (tpot, r.avg_tpot_seconds, r.p99_tpot_seconds),
                                  (latency, r.avg_latency_seconds, r.p99_latency_seconds)):  # fmt: skip
                 if mean is not None:
-                    g.labels(*labels, "mean").set(mean)
+                    _set(key, g, [*labels, "mean"], mean)
                 if p99 is not None:
-                    g.labels(*labels, "p99").set(p99)
+                    _set(key, g, [*labels, "p99"], p99)
         for sc in s.scores:
-            score.labels(*base, sc.dataset, sc.metric, sc.subset or "").set(sc.score)
+            _set(key, score, [*base, sc.dataset, sc.metric, sc.subset or ""], sc.score)
     else:
         q = QuantJobStatus.model_validate(raw)
         method = body.get("spec", {}).get("method", "")
         for variant in ([q.base] if q.base else []) + q.variants:
             labels = [ns, name, method, variant.name]
-            if variant.duration_seconds is not None:
-                quant_duration.labels(*labels).set(variant.duration_seconds)
-            if variant.size_bytes is not None:
-                quant_size.labels(*labels).set(variant.size_bytes)
-            if variant.perplexity is not None:
-                quant_ppl.labels(*labels).set(variant.perplexity)
+            for g, v in ((quant_duration, variant.duration_seconds), (quant_size, variant.size_bytes),
+                         (quant_ppl, variant.perplexity)):  # fmt: skip
+                if v is not None:
+                    _set(key, g, labels, float(v))
