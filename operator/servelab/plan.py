@@ -95,67 +95,82 @@ def compile_benchmark(
     timeouts = spec.timeouts
     steps: list[WorkerStep] = []
     # llama-server closes streamed connections after each response: reusing them fails at concurrency
-    close = spec.engine.name == "llamacpp" if connection_close is None else connection_close
-    common = ["--url", f"{server_url}/v1", "--model", name, "--tokenizer", tokenizer]
+    connection_close = spec.engine.name == "llamacpp" if connection_close is None else connection_close
+    base = f"{server_url}/v1"
     if spec.load:
         load = spec.load
-        shape = [
-            "--min-prompt-length", str(load.min_prompt_length), "--max-prompt-length", str(load.max_prompt_length),
-            "--prefix-length", str(load.prefix_length), "--max-tokens", str(load.max_tokens),
-            "--endpoint", load.endpoint, "--dataset", load.dataset,
-        ]  # fmt: skip
+        shape = ["--url", base, "--model", name, "--tokenizer-path", tokenizer, "--engine", spec.engine.name,
+                 "--min-prompt-tokens", str(load.min_prompt_length), "--prompt-tokens", str(load.max_prompt_length),
+                 "--prefix-length", str(load.prefix_length), "--max-tokens", str(load.max_tokens),
+                 "--request-timeout", str(load.point_timeout_seconds)]  # fmt: skip
         if load.min_tokens is not None:
             shape += ["--min-tokens", str(load.min_tokens)]
-        if load.ignore_eos:
-            shape.append("--ignore-eos")
-        if not load.stream:
-            shape.append("--no-stream")
+        if not load.ignore_eos:
+            shape.append("--no-ignore-eos")
         if load.rate:
             shape += ["--rate", str(load.rate)]
         if load.temperature is not None:
             shape += ["--temperature", str(load.temperature)]
-        if load.dataset_path:
-            shape += ["--dataset-path", load.dataset_path]
-        if close:
-            shape.append("--connection-close")
+        if connection_close:
+            shape += ["--header", "Connection=close"]
+        metrics = ["--metrics-url", f"{server_url}{launch.metrics_path}" if launch.metrics_path else "none"]
         if load.warmup_requests:
             steps.append(WorkerStep(
                 id="warmup", title=f"warm-up ({load.warmup_requests} requests)", image="evalscope",
-                argv=["servelab", "worker", "perf", *common, *shape, "--parallel", "1",
+                argv=["servelab", "worker", "perf", *shape, "--metrics-url", "none", "--parallel", "1",
                       "--number", str(load.warmup_requests), "--min-success-rate", "0",
                       "--out", f"{artifacts}/warmup"],
                 result="warmup", timeout_seconds=load.point_timeout_seconds,
             ))  # fmt: skip
         total = len(load.parallel)
+        offset = 0
         for i, (p, n) in enumerate(zip(load.parallel, load.number, strict=True)):
-            metrics = ["--metrics-url", f"{server_url}{launch.metrics_path}"] if launch.metrics_path else []
+            # each point draws fresh random prompts (offset), so no point hits another's prefix cache
             steps.append(WorkerStep(
                 id=f"load-{i}", title=f"load {i + 1}/{total} (parallel {p}, number {n})", image="evalscope",
-                argv=["servelab", "worker", "perf", *common, *shape, *metrics, "--parallel", str(p),
-                      "--number", str(n), "--min-success-rate", str(load.min_success_rate),
+                argv=["servelab", "worker", "perf", *shape, *metrics, "--parallel", str(p), "--number", str(n),
+                      "--dataset-offset", str(offset), "--min-success-rate", str(load.min_success_rate),
                       "--out", f"{artifacts}/load-{i}"],
                 result="points", timeout_seconds=load.point_timeout_seconds,
             ))  # fmt: skip
+            offset += n
     if spec.context_sweep:
         sweep = spec.context_sweep
         steps.append(WorkerStep(
             id="depth", title=f"context sweep (depths {', '.join(map(str, sweep.depths))})", image="evalscope",
-            argv=["servelab", "worker", "depth", *common, "--depths", *map(str, sweep.depths),
-                  "--prompt-tokens", str(sweep.prompt_tokens), "--gen-tokens", str(sweep.gen_tokens),
-                  "--runs", str(sweep.runs), "--out", f"{artifacts}/depth"],
+            argv=["servelab", "worker", "depth", "--url", base, "--model", name, "--tokenizer-path", tokenizer,
+                  "--depths", *map(str, sweep.depths), "--prompt-tokens", str(sweep.prompt_tokens),
+                  "--gen-tokens", str(sweep.gen_tokens), "--repetitions", str(sweep.runs),
+                  "--out", f"{artifacts}/depth"],
             result="depth", timeout_seconds=timeouts.total_seconds if timeouts else 21600,
         ))  # fmt: skip
     for i, ev in enumerate(spec.evaluations):
-        datasets = [d.to_wire() for d in ev.datasets]
-        argv = ["servelab", "worker", "eval", "--url", f"{server_url}/v1", "--model", name,
-                "--datasets", json.dumps(datasets), "--batch-size", str(ev.batch_size),
+        names = [d.name for d in ev.datasets]
+        dataset_args: dict[str, dict[str, object]] = {}
+        for d in ev.datasets:
+            a: dict[str, object] = {}
+            if d.local_path:
+                a["local_path"] = d.local_path
+            if d.subsets:
+                a["subset_list"] = d.subsets
+            if d.metrics:
+                a["metric_list"] = d.metrics
+            if d.few_shot is not None:
+                a["few_shot_num"] = d.few_shot
+            if a:
+                dataset_args[d.name] = a
+        argv = ["servelab", "worker", "eval", "--api-url", base, "--model", name, "--datasets", *names,
+                "--dataset-args", json.dumps(dataset_args, sort_keys=True), "--batch-size", str(ev.batch_size),
                 "--out", f"{artifacts}/eval-{i}"]  # fmt: skip
         if ev.limit:
             argv += ["--limit", str(ev.limit)]
         if ev.generation:
-            argv += ["--generation", json.dumps(ev.generation.to_wire())]
+            argv += [
+                "--generation-config",
+                json.dumps(ev.generation.model_dump(exclude_none=True), sort_keys=True),
+            ]
         steps.append(WorkerStep(
-            id=f"eval-{i}", title=f"eval {ev.name or i + 1} ({', '.join(d.name for d in ev.datasets)})",
+            id=f"eval-{i}", title=f"eval {ev.name or i + 1} ({', '.join(names)})",
             image="evalscope", argv=argv, result="scores", timeout_seconds=ev.timeout_seconds or 21600,
         ))  # fmt: skip
     return BenchmarkPlan(
@@ -172,20 +187,22 @@ def compile_quantjob(spec: QuantJobSpec, model: str, output: str, artifacts: str
     if spec.method == "gguf":
         assert spec.gguf is not None
         g = spec.gguf
-        argv = ["servelab", "worker", "gguf", "--model", model, "--out", output, "--outtype", g.outtype]
+        argv = ["servelab", "worker", "gguf", "--hf-dir", model, "--out", output, "--types"]
         for v in g.variants:
             use = g.imatrix if v.imatrix is None else v.imatrix
-            argv += ["--variant", f"{v.type}:{'imatrix' if use else 'plain'}"]
+            argv.append(f"{v.type}+imatrix" if use else v.type)
         if spec.calibration:
-            argv += ["--calibration", data_location(spec.calibration.source)]
+            argv += ["--imatrix-text", data_location(spec.calibration.source)]
         if g.imatrix_chunks:
             argv += ["--imatrix-chunks", str(g.imatrix_chunks)]
         if g.leave_output_tensor:
             argv.append("--leave-output-tensor")
-        if not g.keep_base:
-            argv.append("--drop-base")
-        for extra in g.extra_args:
-            argv += ["--quantize-arg", extra]
+        if ev:
+            argv += ["--eval-text", data_location(ev.text), "--ctx", str(ev.context_size)]
+            if ev.chunks:
+                argv += ["--chunks", str(ev.chunks)]
+            if not ev.kl_divergence:
+                argv.append("--no-kld")
         image: Image = "llamacpp"
     else:
         c = spec.compressor
@@ -197,18 +214,18 @@ def compile_quantjob(spec: QuantJobSpec, model: str, output: str, artifacts: str
                     argv += [flag_, str(value)]
             if c.symmetric is not None:
                 argv += ["--symmetric" if c.symmetric else "--asymmetric"]
-            argv += ["--ignore", *c.ignore] if c.ignore else []
+            argv += ["--ignore", *c.ignore, "--targets", *c.targets]
         if spec.calibration:
             cal = spec.calibration
             argv += ["--calibration", data_location(cal.source), "--num-samples", str(cal.num_samples),
                      "--max-seq-length", str(cal.max_seq_length)]  # fmt: skip
+        if ev:
+            argv += ["--eval-text", data_location(ev.text), "--eval-ctx", str(ev.context_size)]
+            if ev.chunks:
+                argv += ["--eval-chunks", str(ev.chunks)]
+            if not ev.kl_divergence:
+                argv.append("--no-kld")
         image = "llmcompressor"
-    if ev:
-        argv += ["--ppl-text", data_location(ev.text), "--ppl-context", str(ev.context_size)]
-        if ev.chunks:
-            argv += ["--ppl-chunks", str(ev.chunks)]
-        if ev.kl_divergence:
-            argv.append("--kl-divergence")
     gpus = spec.resources.gpus if spec.resources and spec.resources.gpus is not None else 1
     step = WorkerStep(
         id="quantize", title=f"quantize ({spec.method})", image=image, argv=argv, result="quant",

@@ -116,6 +116,21 @@ def fold_depth(status: ServeBenchmarkStatus, rows: list[DepthPointResult]) -> No
     status.depth = sorted([r for r in status.depth if r.depth not in depths] + rows, key=lambda r: r.depth)
 
 
+BASE_NAMES = ("F16", "BF16", "F32", "BASE")
+
+
+def pick_variant(status: QuantJobStatus, wanted: str | None) -> QuantVariantResult | None:
+    """The output a benchmark asked for: by name ("IQ4_XS" matches "IQ4_XS+imatrix"; "F16" the base),
+    or, with no name, the first quantized output."""
+    candidates = ([status.base] if status.base else []) + status.variants
+    if not wanted:
+        return status.variants[0] if status.variants else None
+    w = wanted.lower()
+    exact = [v for v in candidates if v.name.lower() == w]
+    loose = [v for v in candidates if v.name.split("+")[0].lower() == w]
+    return (exact or loose)[0] if exact or loose else None
+
+
 def summarize(status: ServeBenchmarkStatus, total_points: int) -> BenchmarkSummary:
     valid = [r for r in status.results if r.valid]
     tps = [r.output_tokens_per_second for r in valid if r.output_tokens_per_second is not None]
@@ -146,6 +161,10 @@ def fold_quant(status: QuantJobStatus, result: dict[str, Any]) -> None:
     if result.get("base"):
         status.base = QuantVariantResult.model_validate(result["base"])
     variants = [QuantVariantResult.model_validate(v) for v in result.get("variants", [])]
+    base = next((v for v in variants if v.name.upper() in BASE_NAMES), None)
+    if base is not None and not result.get("base"):
+        status.base = base
+        variants = [v for v in variants if v is not base]
     if variants:
         status.variants = variants
     total = sum(v.size_bytes or 0 for v in status.variants)

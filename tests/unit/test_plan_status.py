@@ -43,16 +43,21 @@ def test_seed_000_sweep_plan() -> None:
         assert a[:3] == ["servelab", "worker", "perf"] and step.image == "evalscope"
         assert opt(a, "--url") == "http://sb-server:8080/v1"
         assert opt(a, "--model") == "Qwen3-4B-Instruct-2507"
-        assert opt(a, "--tokenizer") == "Qwen/Qwen3-4B-Instruct-2507"
-        assert (opt(a, "--min-prompt-length"), opt(a, "--max-prompt-length"), opt(a, "--prefix-length")) == (
+        assert opt(a, "--tokenizer-path") == "Qwen/Qwen3-4B-Instruct-2507"
+        assert (opt(a, "--min-prompt-tokens"), opt(a, "--prompt-tokens"), opt(a, "--prefix-length")) == (
             "1024", "1024", "0")  # fmt: skip
         assert (opt(a, "--max-tokens"), opt(a, "--min-tokens")) == ("1024", "1024")
-        assert "--ignore-eos" in a and "--connection-close" not in a
+        assert "--no-ignore-eos" not in a and "Connection=close" not in a
+        assert opt(a, "--engine") == "vllm"
         assert opt(a, "--metrics-url") == "http://sb-server:8080/metrics"
         assert re.fullmatch(r"[a-z0-9-]+", step.id)
+    # successive points draw fresh prompts, like evalscope's own sweep
+    assert [opt(s.argv, "--dataset-offset") for s in loads] == ["0", "10", "40", "90", "190"]
     evals = [s for s in plan.steps if s.result == "scores"]
     assert len(evals) == 1 and opt(evals[0].argv, "--batch-size") == "100"
-    assert "math_500" in opt(evals[0].argv, "--datasets") and "iquiz" in opt(evals[0].argv, "--datasets")
+    a = evals[0].argv
+    assert a[a.index("--datasets") + 1 : a.index("--datasets") + 4] == ["math_500", "ifeval", "iquiz"]
+    assert opt(a, "--api-url") == "http://sb-server:8080/v1"
     assert plan.points == 5
 
 
@@ -64,7 +69,7 @@ def test_llamacpp_plan_warms_up_and_closes_connections() -> None:
     )
     assert plan.steps[0].id == "warmup" and plan.steps[0].result == "warmup"
     assert opt(plan.steps[0].argv, "--number") == "2"
-    assert all("--connection-close" in s.argv for s in plan.steps if s.result in ("points", "warmup"))
+    assert all(opt(s.argv, "--header") == "Connection=close" for s in plan.steps if s.result in ("points", "warmup"))
     assert plan.server.command[:3] == ["llama-server", "-m", "/m/iq4.gguf"]
 
 
@@ -76,7 +81,7 @@ def test_context_sweep_plan() -> None:
     assert step.result == "depth"
     a = step.argv
     assert a[a.index("--depths") + 1 : a.index("--depths") + 5] == ["0", "8192", "16384", "32768"]
-    assert (opt(a, "--prompt-tokens"), opt(a, "--gen-tokens"), opt(a, "--runs")) == ("2048", "32", "5")
+    assert (opt(a, "--prompt-tokens"), opt(a, "--gen-tokens"), opt(a, "--repetitions")) == ("2048", "32", "5")
 
 
 def test_gguf_quantjob_plan() -> None:
@@ -86,10 +91,10 @@ def test_gguf_quantjob_plan() -> None:
     (step,) = plan.steps
     a = step.argv
     assert a[:3] == ["servelab", "worker", "gguf"] and step.image == "llamacpp" and step.gpus == 1
-    assert [a[i + 1] for i, x in enumerate(a) if x == "--variant"] == ["IQ4_XS:imatrix", "Q4_K_M:plain"]
-    assert "--leave-output-tensor" in a
-    assert opt(a, "--calibration") == "/data/calibration-data/calibration.txt"
-    assert opt(a, "--ppl-text") == "/data/eval-data/wikitext-2-raw/wiki.test.raw"
+    assert a[a.index("--types") + 1 : a.index("--types") + 3] == ["IQ4_XS+imatrix", "Q4_K_M"]
+    assert "--leave-output-tensor" in a and opt(a, "--hf-dir") == "/models/qwen"
+    assert opt(a, "--imatrix-text") == "/data/calibration-data/calibration.txt"
+    assert opt(a, "--eval-text") == "/data/eval-data/wikitext-2-raw/wiki.test.raw" and "--no-kld" in a
 
 
 def test_gptq_quantjob_plan() -> None:

@@ -97,9 +97,7 @@ def resolve_quantjob_model(
     qstatus = QuantJobStatus.model_validate(qj.get("status") or {})
     qspec = QuantJobSpec.model_validate(qj["spec"])
     candidates: list[QuantVariantResult] = ([qstatus.base] if qstatus.base else []) + qstatus.variants
-    chosen = next((v for v in candidates if ref.variant and v.name.lower() == ref.variant.lower()), None)
-    if chosen is None and not ref.variant and qstatus.variants:
-        chosen = qstatus.variants[0]
+    chosen = st.pick_variant(qstatus, ref.variant)
     if chosen is None or not chosen.path:
         raise ValueError(
             f"QuantJob {ref.name} has no output {ref.variant!r} (has: {', '.join(v.name for v in candidates)})"

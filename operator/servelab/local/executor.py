@@ -234,8 +234,7 @@ class LocalExecutor:
         if qj.phase != "Succeeded":
             raise StepFailed("QuantJobFailed", f"QuantJob {ref.name} is {qj.phase}: {qj.message}")
         candidates = ([qj.base] if qj.base else []) + qj.variants
-        chosen = next((v for v in candidates if ref.variant and v.name.lower() == ref.variant.lower()), None)
-        chosen = chosen or (qj.variants[0] if not ref.variant and qj.variants else None)
+        chosen = st.pick_variant(qj, ref.variant)
         if chosen is None or not chosen.path:
             names = ", ".join(v.name for v in candidates)
             raise StepFailed(
