@@ -154,7 +154,7 @@ def test_unschedulable_stays_pending_with_the_reason() -> None:
 def test_quantjob_reference_waits_then_resolves_or_fails() -> None:
     spec = sb(model=None, quantJobRef={"name": "qj", "variant": "IQ4_XS"})
     d = run(spec)
-    assert d.status.phase == "Waiting" and d.create == []
+    assert d.status.phase == "Pending" and d.create == []  # no QuantJob yet: polled until the grace ends
     qj_spec = {"model": {"path": "/models/hf"}, "method": "gguf", "gguf": {"variants": [{"type": "IQ4_XS"}]},
                "calibration": {"source": {"path": "/c.txt"}}, "output": {"pvc": {"claimName": "models", "path": "out"}}}  # fmt: skip
     running = {"spec": qj_spec, "status": {"phase": "Running"}}

@@ -56,6 +56,13 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
         logger.info(f"metrics on :{SETTINGS.metrics_port}/metrics")
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> Any:
+    """In a pod: the service account; elsewhere: $KUBECONFIG as it is now (client-file certificates,
+    tokens), read at login time rather than when a client library was first imported."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     server = _state.pop("metrics", None)

@@ -134,7 +134,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, sett
                 return _fail(
                     d, owner, spec, "QuantJobNotFound", f"QuantJob {ref} does not exist in {owner.namespace}"
                 )
-            status.phase = "Waiting"
+            status.phase = "Pending"  # rechecked every tick until it exists or the grace period ends
             st.step(status, f"waiting for QuantJob {ref} to exist", 0, 0)
             d.wake_after = 5
             return d
