@@ -367,9 +367,9 @@ def test_up_reuse_down_leaves_no_process(tmp_path: Path) -> None:
         ),
     )
     state_dir = tmp_path / "small"
-    small = LocalCluster("small", state_dir, nodes=nodes, crd_dir=tmp_path / "no-crds").up(
-        reuse=False, build=False
-    )
+    small = LocalCluster(
+        "small", state_dir, nodes=nodes, crd_dir=tmp_path / "no-crds", die_with_parent=True
+    ).up(reuse=False, build=False)
     try:
         pids = small.processes()
         assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}

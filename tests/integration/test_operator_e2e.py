@@ -83,7 +83,7 @@ def gguf_quantjob(model: Path, data: Path, out: Path) -> dict[str, Any]:
                 "chunks": 4,
                 "klDivergence": True,
             }
-        },  # fmt: skip
+        },
     }
 
 

@@ -339,6 +339,7 @@ def convert_hf_to_gguf(
     started = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("$ " + " ".join(cmd) + "\n" + proc.stdout + proc.stderr)
     if proc.returncode != 0 or not outfile.is_file():
         raise ToolchainError(f"convert_hf_to_gguf failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}")
