@@ -7,8 +7,9 @@ Every component runs in its own process group with its log in the state director
 the groups in reverse order. The binaries come from hack/build-binaries.sh (built when missing).
 
 kwok fakes what a kubelet would report: pods bound to a fake node become Running and Ready, and
-Running pods owned by a Job become Succeeded - except pods labelled `servelab.dev/executor=local`,
-whose command a test-side executor really runs and whose final status it writes itself.
+Running pods owned by a Job become Succeeded - except pods labelled `servelab.dev/executor=local`:
+kwok leaves them Pending on their node; a test-side executor really runs their command and writes
+their whole status (Running, Ready, Succeeded or Failed) itself.
 
 Python use (what tests/conftest.py does)::
 

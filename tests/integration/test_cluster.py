@@ -142,50 +142,66 @@ def test_scheduler_places_pods_by_free_gpus_and_labels(kube: client.ApiClient, n
     )
 
 
-# ---- kwok leaves pods labelled servelab.dev/executor=local to a test-side executor
+# ---- kwok leaves pods labelled servelab.dev/executor=local alone: a test-side executor runs them
 
 
-def test_local_executor_pods_are_not_completed_by_kwok(kube: client.ApiClient, namespace: str) -> None:
+def test_local_executor_pods_are_left_to_the_executor(kube: client.ApiClient, namespace: str) -> None:
     core, batch = client.CoreV1Api(kube), client.BatchV1Api(kube)
+    nodes = gpu_nodes(core)
     batch.create_namespaced_job(namespace, job("faked", gpus=1))
     batch.create_namespaced_job(namespace, job("executed", gpus=1, labels={EXECUTOR_LABEL: "local"}))
 
-    def running_ready() -> client.V1Pod | None:
+    def bound() -> client.V1Pod | None:
         pods = job_pods(core, namespace, "executed")
-        if len(pods) != 1 or pods[0].status.phase != "Running":
-            return None
-        ready = any(c.type == "Ready" and c.status == "True" for c in pods[0].status.conditions or [])
-        return pods[0] if ready else None
+        return pods[0] if len(pods) == 1 and pods[0].spec.node_name else None
 
-    local_pod = wait_for("executor pod Running and Ready", running_ready)
-    # the same stages complete the unlabelled twin; once it is done, the labelled pod must still run
+    local_pod = wait_for("executor pod bound to a node", bound)
+    assert local_pod.spec.node_name in nodes
+    name = local_pod.metadata.name
+    # kwok's stages run the unlabelled twin to completion; once it is done, the labelled pod must still be
+    # untouched: Pending, no container status, no Job completion
     wait_for("Job faked Complete", lambda: job_condition(batch, namespace, "faked", "Complete"))
-    assert core.read_namespaced_pod(local_pod.metadata.name, namespace).status.phase == "Running"
+    untouched = core.read_namespaced_pod(name, namespace)
+    assert untouched.status.phase == "Pending"
+    assert not untouched.status.container_statuses
     assert job_condition(batch, namespace, "executed", "Complete") is None
 
-    # what the test-side executor does after running the container's command: report the result
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    terminated = {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}
-    body = {
-        "status": {
-            "phase": "Succeeded",
-            "containerStatuses": [
-                {
-                    "name": "main",
-                    "image": "busybox:1.37",
-                    "imageID": "",
-                    "ready": False,
-                    "restartCount": 0,
-                    "state": {"terminated": terminated},
-                }
-            ],
+    # what the test-side executor does: report Running while the command runs, then its result
+    def report(phase: str, state: dict[str, Any], ready: bool) -> None:
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        container = {
+            "name": "main",
+            "image": "busybox:1.37",
+            "imageID": "",
+            "ready": ready,
+            "restartCount": 0,
         }
-    }
-    core.patch_namespaced_pod_status(
-        local_pod.metadata.name, namespace, body, _content_type="application/merge-patch+json"
+        conditions = [
+            {"type": t, "status": str(ready), "lastTransitionTime": now} for t in ("Ready", "ContainersReady")
+        ]
+        body = {
+            "status": {
+                "phase": phase,
+                "startTime": now,
+                "conditions": conditions,
+                "containerStatuses": [container | {"state": state}],
+            }
+        }
+        core.patch_namespaced_pod_status(name, namespace, body)
+
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    report("Running", {"running": {"startedAt": now}}, ready=True)
+    assert core.read_namespaced_pod(name, namespace).status.phase == "Running"
+    report(
+        "Succeeded",
+        {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}},
+        ready=False,
     )
     done = wait_for("Job executed Complete", lambda: job_condition(batch, namespace, "executed", "Complete"))
     assert done.status.succeeded == 1
+    assert (
+        core.read_namespaced_pod(name, namespace).status.container_statuses[0].state.terminated.exit_code == 0
+    )
 
 
 def test_fake_result_label_fails_job(kube: client.ApiClient, namespace: str) -> None:
