@@ -127,6 +127,8 @@ class PodExecutor:
         self._pod_files(pod, root)
         mounts = [(root / "serviceaccount", SA_DIR), (root / "hosts", "/etc/hosts")]
         for vm in c.volume_mounts or []:
+            if vm.mount_path == SA_DIR:  # the projected service-account volume: served by the dir made above
+                continue
             target = root / "volumes" / vm.name
             target.mkdir(parents=True, exist_ok=True)
             mounts.append((target, vm.mount_path))

@@ -111,7 +111,7 @@ def server_objects(owner: Owner, spec: ServeBenchmarkSpec, launch: ServerLaunch,
         env.append(_secret_env("HF_TOKEN", spec.hf_token_secret_ref))
     volumes, mounts = model_volume(model_source)
     volumes.append({"name": "cache", "emptyDir": {}})
-    mounts.append({"name": "cache", "mountPath": "/root/.cache"})
+    mounts.append({"name": "cache", "mountPath": "/root/.cache/huggingface"})  # model downloads
     if launch.needs_shm:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})

@@ -1,0 +1,326 @@
+"""`servelab worker perf`: an `evalscope perf` sweep against an OpenAI-compatible server.
+
+Runs in the `evalscope` image/environment (evalscope 1.14.1). One evalscope process per
+(parallel, number) pair, so the engine's `/metrics` can be scraped before and after each point; the
+random data set's `--dataset-offset` advances by each point's request count (what evalscope does
+inside one sweep) so no point reuses another's prompts from the server's cache.
+
+Requests follow the reference recipe: `--dataset random`, prompt length fixed
+(`--min-prompt-length = --max-prompt-length`, `--prefix-length 0`), `--max-tokens = --min-tokens`,
+`--extra-args '{"ignore_eos": true}'`, a local tokenizer, `--no-timestamp`, and for llama-server
+`--headers Connection=close` (it closes streamed connections that it advertised as keep-alive).
+
+A point is invalid (kept, with a reason) when its success rate is below `--min-success-rate`, when
+ignore_eos was set and the mean output tokens differ from the requested count, when `/v1/models`
+does not list the model, or when evalscope failed. The exit code is 1 when any point is invalid; the
+result is published either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from servelab.api.results import LoadPointResult
+from servelab.workers import engine_metrics
+from servelab.workers.common import run_logged, served_models, server_root
+from servelab.workers.perfparse import PointFigures, find_point_dir, parse_point_dir
+
+EVALSCOPE_VERSION = "1.14.1"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", required=True, help="server base URL (http://h:p or http://h:p/v1) or chat URL")
+    p.add_argument(
+        "--model", required=True, help="served model name (sent as `model`, checked in /v1/models)"
+    )
+    p.add_argument("--tokenizer-path", required=True, type=Path, help="local tokenizer directory")
+    p.add_argument("--parallel", type=int, nargs="+", required=True, help="concurrency of each point")
+    p.add_argument("--number", type=int, nargs="+", required=True, help="requests of each point")
+    p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length in tokens (min = max)")
+    p.add_argument("--max-tokens", type=int, default=64, help="output tokens (max = min)")
+    p.add_argument("--min-prompt-tokens", type=int, default=None, help="shortest prompt (default: --prompt-tokens)")
+    p.add_argument("--prefix-length", type=int, default=0, help="shared prompt prefix in tokens (prefix cache)")
+    p.add_argument("--min-tokens", type=int, default=None, help="--min-tokens sent (default: --max-tokens)")
+    p.add_argument("--rate", type=float, default=None, help="requests per second (default: no pacing)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    p.add_argument("--no-ignore-eos", action="store_true", help="do not send ignore_eos")
+    p.add_argument("--min-success-rate", type=float, default=1.0, help="validity threshold, 0..1")
+    p.add_argument("--engine", default="auto", choices=["auto", "llamacpp", "vllm", "sglang", "other"])
+    p.add_argument("--header", action="append", default=[], metavar="K=V", help="extra request header")
+    p.add_argument(
+        "--metrics-url", default=None, help="engine metrics URL (default <server>/metrics; 'none')"
+    )
+    p.add_argument("--dataset-offset", type=int, default=0, help="random data set offset of the first point")
+    p.add_argument("--request-timeout", type=int, default=600, help="seconds per request (total timeout)")
+    p.add_argument("--connect-timeout", type=int, default=10, help="seconds to connect")
+    p.add_argument("--out", type=Path, required=True, help="output directory (evalscope outputs, logs)")
+    p.add_argument("--result", default=None, help="result sink: file:PATH or configmap:NS/NAME/KEY")
+    p.add_argument("--evalscope", default=None, help="evalscope executable (default: next to python)")
+
+
+def chat_url(url: str) -> str:
+    url = url.rstrip("/")
+    if url.endswith("/chat/completions"):
+        return url
+    if url.endswith("/v1"):
+        return url + "/chat/completions"
+    return url + "/v1/chat/completions"
+
+
+def evalscope_command(explicit: str | None = None) -> list[str]:
+    if explicit:
+        return [explicit]
+    beside = Path(sys.executable).parent / "evalscope"
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("evalscope")
+    return [found] if found else [sys.executable, "-m", "evalscope.cli.cli"]
+
+
+def detect_engine(root: str, snapshot: dict[str, float] | None) -> str:
+    if snapshot:
+        prefixes = {name.split(":", 1)[0] for name in snapshot if ":" in name}
+        for engine in ("llamacpp", "vllm", "sglang"):
+            if engine in prefixes:
+                return engine
+    from servelab.workers.common import http_get
+
+    status, body = http_get(root + "/props", 5.0)
+    if status == 200 and b"default_generation_settings" in body:
+        return "llamacpp"
+    return "other"
+
+
+def build_point_command(
+    args: argparse.Namespace, parallel: int, number: int, offset: int, engine: str
+) -> list[str]:
+    headers = list(args.header)
+    if engine == "llamacpp" and not any(h.lower().startswith("connection=") for h in headers):
+        headers.append("Connection=close")
+    cmd = [
+        *evalscope_command(args.evalscope),
+        "perf",
+        "--url",
+        chat_url(args.url),
+        "--api",
+        "openai",
+        "--model",
+        args.model,
+        "--tokenizer-path",
+        str(args.tokenizer_path),
+        "--dataset",
+        "random",
+        "--min-prompt-length",
+        str(args.prompt_tokens if args.min_prompt_tokens is None else args.min_prompt_tokens),
+        "--max-prompt-length",
+        str(args.prompt_tokens),
+        "--prefix-length",
+        str(args.prefix_length),
+        "--max-tokens",
+        str(args.max_tokens),
+        "--min-tokens",
+        str(args.max_tokens if args.min_tokens is None else args.min_tokens),
+        "--parallel",
+        str(parallel),
+        "--number",
+        str(number),
+        "--dataset-offset",
+        str(offset),
+        "--outputs-dir",
+        str(args.out / "evalscope"),
+        "--name",
+        "perf",
+        "--no-timestamp",
+        "--no-test-connection",
+        "--connect-timeout",
+        str(args.connect_timeout),
+        "--total-timeout",
+        str(args.request_timeout),
+        "--sleep-interval",
+        "0",
+    ]
+    if args.rate:
+        cmd += ["--rate", str(args.rate)]
+    if args.temperature is not None:
+        cmd += ["--temperature", str(args.temperature)]
+    if not args.no_ignore_eos:
+        cmd += ["--extra-args", json.dumps({"ignore_eos": True})]
+    if headers:
+        cmd += ["--headers", *headers]
+    return cmd
+
+
+def judge(
+    figures: PointFigures | None,
+    requested: int,
+    args: argparse.Namespace,
+    model_problem: str | None,
+    evalscope_rc: int,
+) -> list[str]:
+    """Reasons a point is invalid (empty: valid)."""
+    reasons = []
+    if model_problem:
+        reasons.append(model_problem)
+    if figures is None:
+        reasons.append(f"evalscope produced no results (rc={evalscope_rc})")
+        return reasons
+    rate = figures.succeeded / requested if requested else 0.0
+    if rate < args.min_success_rate:
+        reasons.append(
+            f"success rate {rate:.3f} ({figures.succeeded}/{requested}) below {args.min_success_rate:g}"
+        )
+    if not args.no_ignore_eos and figures.succeeded:
+        avg = figures.avg_output_tokens
+        if avg is None or abs(avg - args.max_tokens) > 1e-9:
+            reasons.append(f"mean output tokens {avg} != requested {args.max_tokens} with ignore_eos")
+    if evalscope_rc != 0 and not reasons:
+        reasons.append(f"evalscope exited with {evalscope_rc}")
+    return reasons
+
+
+def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    if len(args.parallel) != len(args.number):
+        raise SystemExit("--parallel and --number need the same number of values")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    root = server_root(chat_url(args.url))
+    metrics_url = None if args.metrics_url == "none" else (args.metrics_url or root + "/metrics")
+    first = engine_metrics.scrape(metrics_url) if metrics_url else None
+    engine = args.engine if args.engine != "auto" else detect_engine(root, first)
+    served = served_models(root)
+    if served is None:
+        model_problem: str | None = f"server unreachable or no model list at {root}/v1/models"
+    elif args.model not in served:
+        model_problem = f"served model(s) {served} do not include {args.model!r}"
+    else:
+        model_problem = None
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    points: list[LoadPointResult] = []
+    details: list[dict[str, Any]] = []
+    offset = args.dataset_offset
+    for parallel, number in zip(args.parallel, args.number, strict=True):
+        stale = out / "evalscope" / "perf" / f"parallel_{parallel}_number_{number}"
+        if stale.exists():  # a retried pod: evalscope refuses an existing benchmark_data.db
+            shutil.rmtree(stale)
+        before = engine_metrics.scrape(metrics_url) if metrics_url else None
+        cmd = build_point_command(args, parallel, number, offset, engine)
+        ran = run_logged(cmd, out / "logs" / f"perf-p{parallel}-n{number}.log", env=env, check=False)
+        after = engine_metrics.scrape(metrics_url) if metrics_url else None
+        offset += number
+        point_dir = find_point_dir(out / "evalscope", parallel, number)
+        figures: PointFigures | None = None
+        warnings: list[str] = []
+        if point_dir is not None:
+            try:
+                figures = parse_point_dir(point_dir)
+                warnings += figures.warnings
+            except (OSError, ValueError, KeyError) as exc:
+                warnings.append(f"could not parse {point_dir}: {exc}")
+        reasons = judge(figures, number, args, model_problem, ran.returncode)
+        f = figures or PointFigures(total=number, failed=number)
+        server = engine_metrics.server_deltas(before, after, f.duration_seconds)
+        gen = server.generation_tokens if server is not None else None
+        if (
+            gen is not None
+            and f.sum_output_tokens
+            and abs(gen - f.sum_output_tokens) > 0.02 * f.sum_output_tokens
+        ):
+            warnings.append(f"server counted {gen:g} generated tokens, client {f.sum_output_tokens}")
+        point = LoadPointResult(
+            concurrency=parallel,
+            requests=number,
+            succeeded=f.succeeded,
+            failed=max(number - f.succeeded, f.failed),
+            success_rate=min(1.0, f.succeeded / number) if number else 0.0,
+            duration_seconds=f.duration_seconds,
+            rps=f.rps,
+            avg_latency_seconds=f.avg_latency_seconds,
+            p99_latency_seconds=f.p99_latency_seconds,
+            output_tokens_per_second=f.output_tokens_per_second,
+            total_tokens_per_second=f.total_tokens_per_second,
+            avg_ttft_seconds=f.avg_ttft_seconds,
+            p99_ttft_seconds=f.p99_ttft_seconds,
+            avg_tpot_seconds=f.avg_tpot_seconds,
+            p99_tpot_seconds=f.p99_tpot_seconds,
+            avg_input_tokens=f.avg_input_tokens,
+            avg_output_tokens=f.avg_output_tokens,
+            server=server,
+            valid=not reasons,
+            reason="; ".join(reasons) or None,
+            artifacts=str(point_dir) if point_dir else None,
+        )
+        points.append(point)
+        detail = {
+            "concurrency": parallel,
+            "requests": number,
+            "evalscopeRc": ran.returncode,
+            "evalscopeSeconds": round(ran.seconds, 3),
+            "source": f.source,
+            "sumPromptTokens": f.sum_prompt_tokens,
+            "sumOutputTokens": f.sum_output_tokens,
+            "warnings": warnings,
+            "metricsBefore": before,
+            "metricsAfter": after,
+        }
+        details.append(detail)
+        (out / "points").mkdir(exist_ok=True)
+        (out / "points" / f"p{parallel}-n{number}.json").write_text(
+            json.dumps({"point": point.to_wire(), **detail}, indent=2) + "\n"
+        )
+    return {
+        "kind": "perf",
+        "model": args.model,
+        "url": chat_url(args.url),
+        "engine": engine,
+        "evalscopeVersion": EVALSCOPE_VERSION,
+        "promptTokens": args.prompt_tokens,
+        "maxTokens": args.max_tokens,
+        "ignoreEos": not args.no_ignore_eos,
+        "valid": all(p.valid for p in points),
+        "points": [p.to_wire() for p in points],
+        "warnings": {
+            f"p{d['concurrency']}-n{d['requests']}": d["warnings"] for d in details if d["warnings"]
+        },
+        "artifacts": str(out),
+    }
+
+
+def format_table(points: list[dict[str, Any]]) -> str:
+    head = f"{'conc':>4} {'n':>4} {'ok':>6} {'rps':>7} {'avgLat':>8} {'p99Lat':>8} {'out t/s':>8} "
+    head += f"{'TTFT':>7} {'TPOT':>8} {'outTok':>6} {'srvGen':>7} valid"
+    lines = [head]
+    for p in points:
+
+        def g(key: str, fmt: str, src: dict[str, Any] = p) -> str:
+            v = src.get(key)
+            return format(v, fmt) if isinstance(v, int | float) else "-".rjust(int(fmt.split(".")[0]))
+
+        server = p.get("server") or {}
+        lines.append(
+            f"{p['concurrency']:>4} {p['requests']:>4} {p['successRate']:>6.1%} {g('rps', '7.2f')} "
+            f"{g('avgLatencySeconds', '8.3f')} {g('p99LatencySeconds', '8.3f')} "
+            f"{g('outputTokensPerSecond', '8.1f')} {g('avgTtftSeconds', '7.3f')} {g('avgTpotSeconds', '8.4f')} "
+            f"{g('avgOutputTokens', '6.1f')} {g('generationTokens', '7.0f', server)} "
+            f"{'yes' if p['valid'] else 'NO: ' + str(p.get('reason'))}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from servelab.workers.publish import sink_from_spec
+
+    started = time.monotonic()
+    sink = sink_from_spec(args.result, default_file=args.out / "result.json")
+    result = run_sweep(args)
+    result["durationSeconds"] = round(time.monotonic() - started, 3)
+    sink.publish(result)
+    print(format_table(result["points"]))
+    print(f"published {len(result['points'])} points to {sink.describe()}")
+    return 0 if result["valid"] else 1
