@@ -93,16 +93,8 @@ def fail(status: S, reason: str, message: str, generation: int | None = None) ->
 
 
 def fold_points(status: ServeBenchmarkStatus, points: list[LoadPointResult], total_points: int) -> None:
-    """Add load points to the table (a point measured again replaces its row, matched by position)."""
-    for point in points:
-        same = [
-            i for i, r in enumerate(status.results)
-            if r.concurrency == point.concurrency and r.requests == point.requests
-        ]  # fmt: skip
-        if same:
-            status.results[same[0]] = point
-        else:
-            status.results.append(point)
+    """Append load points to the table, in plan order (a sweep may repeat a parallel/number pair)."""
+    status.results.extend(points)
     status.summary = summarize(status, total_points)
 
 
@@ -114,6 +106,23 @@ def fold_scores(status: ServeBenchmarkStatus, scores: list[EvalScore]) -> None:
 def fold_depth(status: ServeBenchmarkStatus, rows: list[DepthPointResult]) -> None:
     depths = {r.depth for r in rows}
     status.depth = sorted([r for r in status.depth if r.depth not in depths] + rows, key=lambda r: r.depth)
+
+
+def step_failure(kind: str, title: str, result: dict[str, Any] | None, fallback: str) -> tuple[str, str]:
+    """Reason and message of a failed worker step, from what it published.
+
+    A load point that measured requests but failed a validity check is InvalidResult; one that measured
+    nothing (the load generator itself failed) is LoadFailed, like any other failed load step.
+    """
+    reason = {"points": "LoadFailed", "warmup": "LoadFailed", "depth": "LoadFailed", "scores": "EvalFailed",
+              "quant": "QuantizeFailed"}.get(kind, "LoadFailed")  # fmt: skip
+    points = (result or {}).get("points") or []
+    invalid = [p for p in points if not p.get("valid", True)]
+    measured = [p for p in invalid if (p.get("succeeded") or 0) + (p.get("failed") or 0) > 0]
+    if measured:
+        return "InvalidResult", f"{title}: {measured[0].get('reason')}"
+    why = (invalid[0].get("reason") if invalid else None) or (result or {}).get("reason") or fallback
+    return reason, f"{title}: {why}"
 
 
 BASE_NAMES = ("F16", "BF16", "F32", "BASE")

@@ -160,17 +160,18 @@ def test_failures_say_why_and_keep_results(
     assert failed_reason(qj) == "QuantizeFailed"
     sb = finished(kube, namespace, "ServeBenchmark", "needs-broken", 120)
     assert failed_reason(sb) == "QuantJobFailed" and "broken" in sb["status"]["message"]
-    # a good model, then: a load point whose outputs are cut short is invalid, and its data is kept
-    apply(
-        kube, namespace, "QuantJob", "tiny-gguf", gguf_quantjob(toolchain["model"], data, tmp_path / "gguf")
-    )
-    short = llamacpp_bench()
-    short["engine"]["extraArgs"] = ["-t", "1", "-n", "4"]  # the server caps every answer at 4 tokens
-    apply(kube, namespace, "ServeBenchmark", "cut-short", short)
-    sb = finished(kube, namespace, "ServeBenchmark", "cut-short")
+    # a good model, then a misconfigured server: a context too small for the prompts makes every request
+    # fail; evalscope still exits 0, the point is judged invalid, and its data is kept
+    apply(kube, namespace, "QuantJob", "tiny-gguf", gguf_quantjob(toolchain["model"], data, tmp_path / "gguf"))
+    small = llamacpp_bench()
+    small["engine"]["maxModelLen"] = 512  # llama-server's minimum: 256 tokens per slot ...
+    small["load"].update(minPromptLength=400, maxPromptLength=400)  # ... for 400-token prompts
+    apply(kube, namespace, "ServeBenchmark", "ctx-too-small", small)
+    sb = finished(kube, namespace, "ServeBenchmark", "ctx-too-small")
     assert failed_reason(sb) == "InvalidResult", sb["status"]
     (row,) = sb["status"]["results"]
-    assert row["valid"] is False and row["avgOutputTokens"] == 4 and "16" in row["reason"]
+    assert row["valid"] is False and row["successRate"] < 1.0 and "success rate" in row["reason"], row
+    assert row["requests"] == 2 and row["failed"] >= 1
     assert not client.AppsV1Api(kube).list_namespaced_deployment(namespace).items  # torn down on failure
     # a load Job that fails outright (its tokenizer does not exist)
     bad_tok = llamacpp_bench()

@@ -223,3 +223,15 @@ def test_quantjob_job_and_outcomes() -> None:
     crash = decide_quantjob(owner, spec, Observed(generation=1, status=st1, now=NOW,
                             jobs={"quantize": JobState("x", failed=True)}, results={"quantize": {"reason": "ValueError: bad group"}}), SETTINGS)  # fmt: skip
     assert crash.status.phase == "Failed" and "ValueError: bad group" in (crash.status.message or "")
+
+
+def test_load_generator_crash_is_load_failed_not_invalid_result() -> None:
+    started = {"status": run(sb()).status.to_wire()}
+    crashed = {"points": [{"concurrency": 1, "requests": 4, "succeeded": 0, "failed": 0, "successRate": 0.0,
+                           "valid": False, "reason": "evalscope produced no results (rc=1)"}]}  # fmt: skip
+    jobs = {"load-0": JobState("j0", failed=True, message="BackoffLimitExceeded")}
+    d = run(
+        sb(), server=ServerState(exists=True, ready=True), jobs=jobs, results={"load-0": crashed}, **started
+    )
+    failed = next(c for c in d.status.conditions if c.type == "Failed")
+    assert failed.reason == "LoadFailed" and "evalscope produced no results" in failed.message

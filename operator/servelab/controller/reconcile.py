@@ -215,21 +215,8 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, sett
         job = obs.jobs.get(step.id)
         result = obs.results.get(step.id)
         if job and job.failed:
-            reason = {
-                "points": "LoadFailed",
-                "warmup": "LoadFailed",
-                "depth": "LoadFailed",
-                "scores": "EvalFailed",
-            }[step.result]
-            invalid = [p for p in (result or {}).get("points", []) if not p.get("valid", True)]
-            if invalid:
-                reason = "InvalidResult"
-            why = (
-                invalid[0].get("reason")
-                if invalid
-                else (result or {}).get("reason") or job.message or "job failed"
-            )
-            return _fail(d, owner, spec, reason, f"{step.title}: {why}")
+            reason, message = st.step_failure(step.result, step.title, result, job.message or "job failed")
+            return _fail(d, owner, spec, reason, message)
         if job and job.succeeded and (result is not None or step.result == "warmup"):
             continue
         st.step(status, step.title, i, total)

@@ -318,13 +318,9 @@ def check_step(step: WorkerStep, rc: int, result: dict[str, Any] | None, d: Path
     """Turn a worker's exit into a failure reason; what it published is already folded in."""
     if rc == 0:
         return
-    reason = {"points": "LoadFailed", "warmup": "LoadFailed", "scores": "EvalFailed", "depth": "LoadFailed"}
-    why = (result or {}).get("reason")
-    if step.result == "points" and result and result.get("points"):
-        invalid = [p for p in result["points"] if not p.get("valid", True)]
-        if invalid:
-            raise StepFailed("InvalidResult", f"{step.title}: {invalid[0].get('reason')}")
     if rc == -1:
         raise StepFailed("Timeout", f"{step.title}: over {step.timeout_seconds}s")
-    log = d / f"{step.id}.log"
-    raise StepFailed(reason[step.result], f"{step.title}: {why or f'exit code {rc}; see {log}'}")
+    reason, message = st.step_failure(
+        step.result, step.title, result, f"exit code {rc}; see {d / (step.id + '.log')}"
+    )
+    raise StepFailed(reason, message)

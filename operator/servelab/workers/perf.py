@@ -45,8 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--number", type=int, nargs="+", required=True, help="requests of each point")
     p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length in tokens (min = max)")
     p.add_argument("--max-tokens", type=int, default=64, help="output tokens (max = min)")
-    p.add_argument("--min-prompt-tokens", type=int, default=None, help="shortest prompt (default: --prompt-tokens)")
-    p.add_argument("--prefix-length", type=int, default=0, help="shared prompt prefix in tokens (prefix cache)")
+    p.add_argument(
+        "--min-prompt-tokens", type=int, default=None, help="shortest prompt (default: --prompt-tokens)"
+    )
+    p.add_argument(
+        "--prefix-length", type=int, default=0, help="shared prompt prefix in tokens (prefix cache)"
+    )
     p.add_argument("--min-tokens", type=int, default=None, help="--min-tokens sent (default: --max-tokens)")
     p.add_argument("--rate", type=float, default=None, help="requests per second (default: no pacing)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
@@ -58,6 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--metrics-url", default=None, help="engine metrics URL (default <server>/metrics; 'none')"
     )
     p.add_argument("--dataset-offset", type=int, default=0, help="random data set offset of the first point")
+    p.add_argument(
+        "--warmup-requests",
+        type=int,
+        default=1,
+        help="short requests sent before the first point (not measured, not in its server deltas)",
+    )
     p.add_argument("--request-timeout", type=int, default=600, help="seconds per request (total timeout)")
     p.add_argument("--connect-timeout", type=int, default=10, help="seconds to connect")
     p.add_argument("--out", type=Path, required=True, help="output directory (evalscope outputs, logs)")
@@ -96,6 +106,27 @@ def detect_engine(root: str, snapshot: dict[str, float] | None) -> str:
     if status == 200 and b"default_generation_settings" in body:
         return "llamacpp"
     return "other"
+
+
+def warm_up(url: str, model: str, count: int, timeout: float) -> int:
+    """Send `count` short chat requests (first-request costs stay out of the first point); return the
+    number that succeeded. Failures are only counted: the points themselves report them."""
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "warm up"}], "max_tokens": 8}
+    ).encode()
+    ok = 0
+    for _ in range(max(count, 0)):
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                resp.read()
+                ok += 1
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+    return ok
 
 
 def build_point_command(
@@ -202,6 +233,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     else:
         model_problem = None
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    warmup_ok = warm_up(chat_url(args.url), args.model, args.warmup_requests, args.connect_timeout + 60)
     points: list[LoadPointResult] = []
     details: list[dict[str, Any]] = []
     offset = args.dataset_offset
@@ -224,7 +256,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             except (OSError, ValueError, KeyError) as exc:
                 warnings.append(f"could not parse {point_dir}: {exc}")
         reasons = judge(figures, number, args, model_problem, ran.returncode)
-        f = figures or PointFigures(total=number, failed=number)
+        f = figures or PointFigures(total=number, failed=0)  # nothing was measured: no counts to report
         server = engine_metrics.server_deltas(before, after, f.duration_seconds)
         gen = server.generation_tokens if server is not None else None
         if (
@@ -237,7 +269,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             concurrency=parallel,
             requests=number,
             succeeded=f.succeeded,
-            failed=max(number - f.succeeded, f.failed),
+            failed=max(number - f.succeeded, f.failed) if figures is not None else 0,
             success_rate=min(1.0, f.succeeded / number) if number else 0.0,
             duration_seconds=f.duration_seconds,
             rps=f.rps,
@@ -284,6 +316,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         "maxTokens": args.max_tokens,
         "ignoreEos": not args.no_ignore_eos,
         "valid": all(p.valid for p in points),
+        "warmupRequestsOk": warmup_ok,
         "points": [p.to_wire() for p in points],
         "warnings": {
             f"p{d['concurrency']}-n{d['requests']}": d["warnings"] for d in details if d["warnings"]
