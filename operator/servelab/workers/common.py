@@ -1,0 +1,113 @@
+"""Small helpers the workers share: running tools with logs and timing, percentiles, HTTP probes."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class WorkerError(RuntimeError):
+    """A worker step failed in a way that leaves no result to publish."""
+
+
+@dataclass
+class Ran:
+    cmd: list[str]
+    returncode: int
+    output: str
+    seconds: float
+
+
+def run_logged(
+    cmd: Sequence[str],
+    log: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+) -> Ran:
+    """Run `cmd`, write its combined output to `log`, return it with the wall time."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    proc = subprocess.run(
+        list(map(str, cmd)),
+        env=dict(env) if env is not None else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+    )
+    seconds = time.monotonic() - started
+    log.write_text("$ " + " ".join(map(str, cmd)) + "\n" + proc.stdout)
+    if check and proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-30:])
+        raise WorkerError(f"{Path(str(cmd[0])).name} failed (rc={proc.returncode}); see {log}\n{tail}")
+    return Ran([str(c) for c in cmd], proc.returncode, proc.stdout, seconds)
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    """Nearest-rank percentile as evalscope 1.14 computes it: sorted[ceil(n * pct / 100) - 1]."""
+    if not values:
+        return None
+    data = sorted(values)
+    if pct >= 100:
+        return data[-1]
+    return data[max(0, math.ceil(len(data) * pct / 100) - 1)]
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def finite(value: Any) -> float | None:
+    """A float, or None for missing / negative sentinels (-1) / NaN."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(f) or math.isinf(f) or f < 0:
+        return None
+    return f
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    """GET a URL; (status, body), with status 0 when the server could not be reached."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+def served_models(base_url: str, timeout: float = 10.0) -> list[str] | None:
+    """Model ids from `<base>/v1/models`, or None when the endpoint is unreachable or not JSON."""
+    status, body = http_get(base_url.rstrip("/") + "/v1/models", timeout)
+    if status != 200:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    ids = [str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict)]
+    # llama-server also lists aliases under "models"
+    ids += [str(m.get("name") or m.get("model")) for m in data.get("models", []) if isinstance(m, dict)]
+    return ids
+
+
+def server_root(url: str) -> str:
+    """`http://h:p/v1/chat/completions` -> `http://h:p` (where /metrics, /health, /v1/models live)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

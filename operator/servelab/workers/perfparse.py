@@ -1,0 +1,246 @@
+"""Parse one `evalscope perf` point's output directory into servelab's figures (seconds everywhere).
+
+The headline figures are recomputed from the per-request SQLite `benchmark_data.db` (table `result`,
+stable across evalscope 1.x), the way evalscope 1.14 computes them: duration = last completion minus
+first start over all requests; RPS, output and total tok/s over that duration; TTFT/TPOT means over
+successful streamed requests (TPOT only where more than one token came back); nearest-rank
+percentiles. `benchmark_summary.json` is read through an alias table (key names and units changed
+across releases: seconds before 1.7, milliseconds after) and used to cross-check and as a fallback
+when the database is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from servelab.workers.common import finite, mean, percentile
+
+# canonical name -> [(summary key, factor to seconds / plain units), ...], newest first
+SUMMARY_ALIASES: dict[str, list[tuple[str, float]]] = {
+    "duration_seconds": [("Test Duration (s)", 1.0), ("Time taken for tests (s)", 1.0)],
+    "concurrency": [("Concurrency", 1.0), ("Number of concurrency", 1.0)],
+    "total": [("Total Requests", 1.0), ("Total requests", 1.0)],
+    "succeeded": [("Success Requests", 1.0), ("Succeed requests", 1.0)],
+    "failed": [("Failed Requests", 1.0), ("Failed requests", 1.0)],
+    "rps": [("Req Throughput (req/s)", 1.0), ("Request throughput (req/s)", 1.0)],
+    "avg_latency_seconds": [("Avg Latency (s)", 1.0), ("Average latency (s)", 1.0)],
+    "avg_input_tokens": [("Avg Input Tokens", 1.0), ("Average input tokens per request", 1.0)],
+    "avg_output_tokens": [("Avg Output Tokens", 1.0), ("Average output tokens per request", 1.0)],
+    "output_tokens_per_second": [
+        ("Output Throughput (tok/s)", 1.0),
+        ("Output token throughput (tok/s)", 1.0),
+    ],
+    "total_tokens_per_second": [("Total Throughput (tok/s)", 1.0), ("Total token throughput (tok/s)", 1.0)],
+    "avg_ttft_seconds": [
+        ("Avg TTFT (ms)", 1e-3),
+        ("TTFT (ms)", 1e-3),
+        ("Average time to first token (s)", 1.0),
+    ],
+    "avg_tpot_seconds": [
+        ("Avg TPOT (ms)", 1e-3),
+        ("TPOT (ms)", 1e-3),
+        ("Average time per output token (s)", 1.0),
+    ],
+    "avg_itl_seconds": [
+        ("Avg ITL (ms)", 1e-3),
+        ("ITL (ms)", 1e-3),
+        ("Average inter-token latency (s)", 1.0),
+    ],
+}
+# percentile table columns -> factor to seconds
+PERCENTILE_ALIASES: dict[str, list[tuple[str, float]]] = {
+    "latency": [("Latency (s)", 1.0)],
+    "ttft": [("TTFT (ms)", 1e-3), ("TTFT (s)", 1.0)],
+    "tpot": [("TPOT (ms)", 1e-3), ("TPOT (s)", 1.0)],
+}
+
+
+def normalize_summary(summary: Mapping[str, Any]) -> dict[str, float | None]:
+    """benchmark_summary.json of any evalscope 1.x -> canonical names, seconds; -1/absent -> None."""
+    out: dict[str, float | None] = {}
+    for name, aliases in SUMMARY_ALIASES.items():
+        out[name] = None
+        for key, factor in aliases:
+            if key in summary:
+                value = finite(summary[key])
+                out[name] = value * factor if value is not None else None
+                break
+    return out
+
+
+def percentile_row(rows: list[Mapping[str, Any]], label: str) -> dict[str, float | None]:
+    """One row ('99%') of benchmark_percentile.json, canonical names in seconds."""
+    for row in rows:
+        if str(row.get("Percentiles")) == label:
+            out: dict[str, float | None] = {}
+            for name, aliases in PERCENTILE_ALIASES.items():
+                out[name] = None
+                for key, factor in aliases:
+                    if key in row:
+                        value = finite(row[key])
+                        out[name] = value * factor if value is not None else None
+                        break
+            return out
+    return {}
+
+
+@dataclass
+class PointFigures:
+    """What one perf point measured (client side)."""
+
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    duration_seconds: float | None = None
+    rps: float | None = None
+    avg_latency_seconds: float | None = None
+    p99_latency_seconds: float | None = None
+    avg_ttft_seconds: float | None = None
+    p99_ttft_seconds: float | None = None
+    avg_tpot_seconds: float | None = None
+    p99_tpot_seconds: float | None = None
+    output_tokens_per_second: float | None = None
+    total_tokens_per_second: float | None = None
+    avg_input_tokens: float | None = None
+    avg_output_tokens: float | None = None
+    sum_prompt_tokens: int = 0
+    sum_output_tokens: int = 0
+    output_token_counts: list[int] = field(default_factory=list)
+    source: str = "db"
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def success_rate(self) -> float:
+        return self.succeeded / self.total if self.total else 0.0
+
+
+def figures_from_db(db: Path) -> PointFigures:
+    """Recompute a point's figures from evalscope's per-request SQLite database."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        con.row_factory = sqlite3.Row
+        rows = [dict(r) for r in con.execute("SELECT * FROM result")]
+    finally:
+        con.close()
+    f = PointFigures(source="db")
+    f.total = len(rows)
+    ok = [r for r in rows if r.get("success")]
+    f.succeeded = len(ok)
+    f.failed = f.total - f.succeeded
+    starts = [float(r["start_time"]) for r in rows if r.get("start_time") is not None]
+    ends = [float(r["completed_time"]) for r in rows if r.get("completed_time") is not None]
+    if starts and ends:
+        f.duration_seconds = max(max(ends) - min(starts), 0.0)
+    latencies = [float(r["latency"]) for r in ok if r.get("latency") is not None]
+    prompt = [int(r["prompt_tokens"] or 0) for r in ok]
+    output = [int(r["completion_tokens"] or 0) for r in ok]
+    stream = [r for r in ok if r.get("is_stream", 1)] or ok
+    ttfts = [float(r["first_chunk_latency"]) for r in stream if r.get("first_chunk_latency") is not None]
+    tpots = []
+    for r in stream:
+        n = int(r.get("completion_tokens") or 0)
+        if n <= 1:
+            continue
+        tpot = r.get("time_per_output_token")
+        if tpot is None or float(tpot) <= 0:
+            if r.get("latency") is None or r.get("first_chunk_latency") is None:
+                continue
+            tpot = (float(r["latency"]) - float(r["first_chunk_latency"])) / (n - 1)
+        tpots.append(float(tpot))
+    f.output_token_counts = output
+    f.sum_prompt_tokens, f.sum_output_tokens = sum(prompt), sum(output)
+    f.avg_latency_seconds, f.p99_latency_seconds = mean(latencies), percentile(latencies, 99)
+    f.avg_ttft_seconds, f.p99_ttft_seconds = mean(ttfts), percentile(ttfts, 99)
+    f.avg_tpot_seconds, f.p99_tpot_seconds = mean(tpots), percentile(tpots, 99)
+    f.avg_input_tokens = mean([float(p) for p in prompt])
+    f.avg_output_tokens = mean([float(o) for o in output])
+    if f.duration_seconds:
+        f.rps = f.succeeded / f.duration_seconds
+        f.output_tokens_per_second = f.sum_output_tokens / f.duration_seconds
+        f.total_tokens_per_second = (f.sum_prompt_tokens + f.sum_output_tokens) / f.duration_seconds
+    return f
+
+
+def figures_from_json(summary: Mapping[str, Any], percentiles: list[Mapping[str, Any]]) -> PointFigures:
+    """The fallback: figures from benchmark_summary.json and benchmark_percentile.json alone."""
+    s = normalize_summary(summary)
+    p99 = percentile_row(percentiles, "99%")
+    f = PointFigures(source="summary")
+    f.total = int(s["total"] or 0)
+    f.succeeded = int(s["succeeded"] or 0)
+    f.failed = int(s["failed"] or max(f.total - f.succeeded, 0))
+    f.duration_seconds = s["duration_seconds"]
+    f.rps = s["rps"]
+    f.avg_latency_seconds = s["avg_latency_seconds"]
+    f.avg_ttft_seconds = s["avg_ttft_seconds"]
+    f.avg_tpot_seconds = s["avg_tpot_seconds"]
+    f.output_tokens_per_second = s["output_tokens_per_second"]
+    f.total_tokens_per_second = s["total_tokens_per_second"]
+    f.avg_input_tokens = s["avg_input_tokens"]
+    f.avg_output_tokens = s["avg_output_tokens"]
+    f.p99_latency_seconds, f.p99_ttft_seconds, f.p99_tpot_seconds = (
+        p99.get("latency"),
+        p99.get("ttft"),
+        p99.get("tpot"),
+    )
+    return f
+
+
+def _close(a: float | None, b: float | None, rel: float, abs_: float) -> bool:
+    if a is None or b is None:
+        return True
+    return abs(a - b) <= max(abs_, rel * max(abs(a), abs(b)))
+
+
+def cross_check(db: PointFigures, summary: Mapping[str, Any]) -> list[str]:
+    """Differences between the recomputed figures and evalscope's own summary (summary is rounded)."""
+    s = normalize_summary(summary)
+    out = []
+    for name in ("total", "succeeded", "failed"):
+        if s[name] is not None and int(s[name] or 0) != getattr(db, name):
+            out.append(f"{name}: db {getattr(db, name)} vs summary {int(s[name] or 0)}")
+    checks = [
+        ("avg_latency_seconds", 0.02, 0.002),
+        ("avg_ttft_seconds", 0.02, 0.002),
+        ("avg_tpot_seconds", 0.05, 0.0005),
+        ("output_tokens_per_second", 0.05, 0.5),
+        ("avg_output_tokens", 0.01, 0.01),
+        ("duration_seconds", 0.05, 0.05),
+    ]
+    for name, rel, abs_ in checks:
+        mine, theirs = getattr(db, name), s[name]
+        if not _close(mine, theirs, rel, abs_):
+            out.append(f"{name}: db {mine:.6g} vs summary {theirs:.6g}")
+    return out
+
+
+def find_point_dir(root: Path, parallel: int, number: int) -> Path | None:
+    """Find `parallel_<P>_number_<N>/` anywhere under an evalscope outputs dir."""
+    hits = sorted(root.rglob(f"parallel_{parallel}_number_{number}"))
+    return hits[0] if hits else None
+
+
+def parse_point_dir(point_dir: Path) -> PointFigures:
+    """Figures of one point dir: from the DB when present (cross-checked), else from the JSON files."""
+    summary_path = point_dir / "benchmark_summary.json"
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    db = point_dir / "benchmark_data.db"
+    if db.is_file():
+        figures = figures_from_db(db)
+        if summary:
+            figures.warnings.extend(cross_check(figures, summary))
+        else:
+            figures.warnings.append("benchmark_summary.json missing")
+        return figures
+    pct_path = point_dir / "benchmark_percentile.json"
+    percentiles: list[Mapping[str, Any]] = json.loads(pct_path.read_text()) if pct_path.is_file() else []
+    if not summary:
+        raise FileNotFoundError(f"{point_dir} has neither benchmark_data.db nor benchmark_summary.json")
+    figures = figures_from_json(summary, percentiles)
+    figures.warnings.append("benchmark_data.db missing; figures from benchmark_summary.json")
+    return figures
