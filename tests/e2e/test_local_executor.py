@@ -77,7 +77,9 @@ def test_run_quantjob_and_benchmark(tiny: Path, tmp_path: Path) -> None:
         (2, True, 16),
     ]
     assert status["scores"] and all(s["dataset"] == "general_qa" for s in status["scores"])
-    assert status["summary"]["points"] == "2/2" and status["progress"]["summary"] == "5/5"  # server, 2 loads, eval, done
+    assert (
+        status["summary"]["points"] == "2/2" and status["progress"]["summary"] == "5/5"
+    )  # server, 2 loads, eval, done
     q = json.loads((runs / "quantjob-q" / "status.json").read_text())["status"]
     assert q["base"]["name"] == "F16" and q["variants"][0]["name"] == "Q4_K_M"
     assert (runs / "chart.png").stat().st_size > 10_000

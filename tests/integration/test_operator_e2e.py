@@ -162,7 +162,9 @@ def test_failures_say_why_and_keep_results(
     assert failed_reason(sb) == "QuantJobFailed" and "broken" in sb["status"]["message"]
     # a good model, then a misconfigured server: a context too small for the prompts makes every request
     # fail; evalscope still exits 0, the point is judged invalid, and its data is kept
-    apply(kube, namespace, "QuantJob", "tiny-gguf", gguf_quantjob(toolchain["model"], data, tmp_path / "gguf"))
+    apply(
+        kube, namespace, "QuantJob", "tiny-gguf", gguf_quantjob(toolchain["model"], data, tmp_path / "gguf")
+    )
     small = llamacpp_bench()
     small["engine"]["maxModelLen"] = 512  # llama-server's minimum: 256 tokens per slot ...
     small["load"].update(minPromptLength=400, maxPromptLength=400)  # ... for 400-token prompts

@@ -69,7 +69,9 @@ def test_llamacpp_plan_warms_up_and_closes_connections() -> None:
     )
     assert plan.steps[0].id == "warmup" and plan.steps[0].result == "warmup"
     assert opt(plan.steps[0].argv, "--number") == "2"
-    assert all(opt(s.argv, "--header") == "Connection=close" for s in plan.steps if s.result in ("points", "warmup"))
+    assert all(
+        opt(s.argv, "--header") == "Connection=close" for s in plan.steps if s.result in ("points", "warmup")
+    )
     assert plan.server.command[:3] == ["llama-server", "-m", "/m/iq4.gguf"]
 
 
