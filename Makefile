@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup binaries lint generate check-generated unit integration e2e test demo cluster-up cluster-down clean-runs
+.PHONY: setup binaries prepare lint generate check-generated unit integration e2e test demo cluster-up cluster-down clean-runs
 
 $(BIN)/servelab: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,9 @@ setup: $(BIN)/servelab ## the project's own virtual environment (operator, CLI, 
 
 binaries: ## build the pinned control-plane binaries into ~/.cache/servelab (no-op when cached)
 	hack/build-binaries.sh
+
+prepare: setup ## everything the suite needs: binaries, llama.cpp, worker environments, tiny model (overlapped)
+	hack/prepare.sh
 
 generate: setup ## regenerate crds/, charts/servelab/crds/ and docs/api.md from the models
 	$(BIN)/servelab crds
@@ -36,10 +39,10 @@ unit: setup
 integration: setup binaries
 	$(BIN)/pytest -m integration -q
 
-e2e: setup binaries
+e2e: setup prepare
 	$(BIN)/pytest -m e2e -q
 
-test: setup binaries lint check-generated ## everything: lint, generated files, unit, integration, e2e
+test: setup lint check-generated prepare ## everything: lint, generated files, unit, integration, e2e
 	$(BIN)/pytest -q -m "unit or integration or e2e"
 
 demo: setup ## the main job: tiny model, GGUF f16 vs IQ4_XS vs Q4_K_M on llama.cpp, sweep, eval, table, chart
