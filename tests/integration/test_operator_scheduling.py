@@ -166,3 +166,42 @@ def test_deleting_a_benchmark_removes_every_child(
         ])  # fmt: skip
 
     wait_for(all_gone, 90, "garbage collection of every child")
+
+
+def test_every_example_is_reconciled(
+    kube: client.ApiClient, namespace: str, operator: RunningOperator
+) -> None:
+    from servelab.manifests import load_manifests
+    from servelab.paths import repo_path
+
+    api = client.CustomObjectsApi(kube)
+    resources = [r for r in load_manifests(repo_path("examples")) if r.source != "tiny-gguf-comparison.yaml"]
+    for res in resources:
+        plural = {"QuantJob": "quantjobs", "ServeBenchmark": "servebenchmarks"}[res.kind]
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, res.body)
+
+    def all_reconciled() -> list[str] | None:
+        phases = []
+        for res in resources:
+            plural = {"QuantJob": "quantjobs", "ServeBenchmark": "servebenchmarks"}[res.kind]
+            obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, res.name)
+            phase = (obj.get("status") or {}).get("phase")
+            if phase is None:
+                return None
+            phases.append(f"{res.name}={phase}")
+        return phases
+
+    phases = wait_for(all_reconciled, 120, "a status on every example")
+    by_name = dict(p.split("=") for p in phases)
+    # QuantJobs started their Job; benchmarks on a QuantJob wait for it; the others created their server
+    jobs = {j.metadata.name for j in client.BatchV1Api(kube).list_namespaced_job(namespace).items}
+    assert {
+        "qwen3-4b-w4a16-g128-g1-quantize",
+        "qwen3-4b-gguf-g1-quantize",
+        "qwen3-8b-awq-g1-quantize",
+    } <= jobs
+    assert by_name["qwen3-4b-iq4xs-llamacpp"] == "Waiting" and by_name["qwen3-8b-awq-vllm"] == "Waiting"
+    deployments = {
+        d.metadata.name for d in client.AppsV1Api(kube).list_namespaced_deployment(namespace).items
+    }
+    assert {"qwen3-4b-bf16-vllm-g1-server", "glm-4.7-flash-sglang-eagle-g1-server"} <= deployments

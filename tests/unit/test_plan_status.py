@@ -148,3 +148,24 @@ def test_transition_time_changes_only_on_flip() -> None:
     st.set_condition(status, st.READY, True, "ServerReady")
     c3 = st.condition(status, st.READY)
     assert c3 is not None and c3.last_transition_time != "2020-01-01T00:00:00Z"
+
+
+def test_local_server_that_never_answers_times_out_with_reason(tmp_path: object) -> None:
+    import subprocess
+    from pathlib import Path
+
+    from servelab.local.executor import StepFailed, free_port, wait_ready
+
+    log = Path(str(tmp_path)) / "server.log"
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        with pytest.raises(StepFailed) as err:
+            wait_ready(f"http://127.0.0.1:{free_port()}/health", proc, 1.5, log)
+        assert err.value.reason == "ServerNotReady" and "not ready within 2s" in str(err.value)
+    finally:
+        proc.kill()
+    dead = subprocess.Popen(["sh", "-c", "echo cannot load model >&2; exit 3"], stderr=log.open("w"))
+    dead.wait()
+    with pytest.raises(StepFailed) as err:
+        wait_ready(f"http://127.0.0.1:{free_port()}/health", dead, 10, log)
+    assert err.value.reason == "ServerFailed" and "cannot load model" in str(err.value)

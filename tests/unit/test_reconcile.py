@@ -235,3 +235,20 @@ def test_load_generator_crash_is_load_failed_not_invalid_result() -> None:
     )
     failed = next(c for c in d.status.conditions if c.type == "Failed")
     assert failed.reason == "LoadFailed" and "evalscope produced no results" in failed.message
+
+
+def test_quantjob_downloads_into_a_cache_volume_with_the_token_from_its_secret() -> None:
+    spec = QuantJobSpec.model_validate({
+        "model": {"huggingFace": {"id": "Qwen/Qwen3-4B-Instruct-2507"}}, "method": "fp8-dynamic",
+        "output": {"path": "/out"}, "hfTokenSecretRef": {"name": "hf-token", "key": "token"}})  # fmt: skip
+    d = decide_quantjob(
+        Owner("QuantJob", "q", "ns", "u", 1), spec, Observed(generation=1, status={}, now=NOW), SETTINGS
+    )
+    job = next(o for o in d.create if o["kind"] == "Job")
+    pod = job["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert {"name": "hf-cache", "mountPath": "/root/.cache/huggingface"} in c["volumeMounts"]
+    assert {"name": "hf-cache", "emptyDir": {}} in pod["volumes"]
+    token = next(e for e in c["env"] if e["name"] == "HF_TOKEN")
+    assert token == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+    assert "Qwen/Qwen3-4B-Instruct-2507" in c["command"]

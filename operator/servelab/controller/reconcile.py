@@ -286,8 +286,8 @@ def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed, settings: S
             volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": out.pvc.claim_name}})
             mounts.append({"name": "output", "mountPath": f"/models/{out.pvc.claim_name}"})
         mv, mm = render.model_volume(spec.model)
-        volumes += mv
-        mounts += mm
+        volumes += [*mv, {"name": "hf-cache", "emptyDir": {}}]  # a remote model is downloaded here
+        mounts += [*mm, {"name": "hf-cache", "mountPath": "/root/.cache/huggingface"}]
         if spec.hf_token_secret_ref:
             env.append(
                 {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": spec.hf_token_secret_ref.to_wire()}}
