@@ -503,3 +503,30 @@ def test_sglang_args_check(sglang_args_env: Path) -> None:
 
     rc, out = check("python3", "-m", "sglang.launch_server", "--model-path", "m", "--tp-size", "two")
     assert rc == 1 and "two" in out["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "num_bits", "act_type"), [("w8a8", 8, "int"), ("w4a8", 4, "int")], ids=["w8a8", "w4a8"]
+)
+def test_int8_activation_schemes(
+    method: str,
+    num_bits: int,
+    act_type: str,
+    llmcompressor_env: Path,
+    tiny_model: Path,
+    data: dict[str, Path],
+) -> None:
+    """W8A8 (SmoothQuant + GPTQ) and W4A8 checkpoints record 8-bit activations and the asked weight bits."""
+    out = data["work"] / method
+    published = data["work"] / f"{method}.json"
+    proc = quantize(out, published, method, "--model", tiny_model, "--calibration", data["calibration"],
+                    "--num-samples", "16", "--max-seq-length", "128", "--threads", "2")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    result = _result(published)
+    variant = result["variants"][-1]
+    cfg = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert variant["quantizationConfig"] == cfg
+    (group,) = cfg["config_groups"].values()
+    assert group["weights"]["num_bits"] == num_bits
+    assert group["input_activations"]["num_bits"] == 8 and group["input_activations"]["type"] == act_type
+    assert variant["sizeBytes"] > 0 and variant["durationSeconds"] > 0
