@@ -102,55 +102,46 @@ async def _invalid(kind: str, body: kopf.Body, patch: kopf.Patch, err: Validatio
     kopf.event(body, type="Warning", reason="InvalidSpec", message=msg[:1000])
 
 
-@kopf.timer(GROUP, VERSION, "servebenchmarks", interval=SETTINGS.interval, when=needs_work)
-async def reconcile_servebenchmark(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+async def _reconcile(kind: str, body: kopf.Body, patch: kopf.Patch) -> None:
+    """Observe, decide (pure), apply, write status: the same for both kinds."""
     t0 = time.monotonic()
     try:
-        spec = ServeBenchmarkSpec.model_validate(body["spec"])
+        spec: ServeBenchmarkSpec | QuantJobSpec = (
+            ServeBenchmarkSpec if kind == "ServeBenchmark" else QuantJobSpec
+        ).model_validate(body["spec"])
     except ValidationError as err:
-        await _invalid("ServeBenchmark", body, patch, err)
+        await _invalid(kind, body, patch, err)
         return
-    owner = _owner("ServeBenchmark", body)
+    owner = _owner(kind, body)
     kube: Kube = _state["kube"]
-    steps = [s.id for s in compile_benchmark(spec, ServedModel("model"), "http://x", "/a").steps]
-    ref = spec.quant_job_ref.name if spec.quant_job_ref else None
+    status = dict(body.get("status") or {})
     try:
-        obs = await kube.observe(owner, steps, dict(body.get("status") or {}), ref)
-        decision = decide_benchmark(owner, spec, obs, SETTINGS)
+        if isinstance(spec, ServeBenchmarkSpec):
+            steps = [s.id for s in compile_benchmark(spec, ServedModel("model"), "http://x", "/a").steps]
+            ref = spec.quant_job_ref.name if spec.quant_job_ref else None
+            decision = decide_benchmark(owner, spec, await kube.observe(owner, steps, status, ref), SETTINGS)
+        else:
+            steps = [s.id for s in compile_quantjob(spec, "m", "/o", "/a").steps]
+            decision = decide_quantjob(owner, spec, await kube.observe(owner, steps, status), SETTINGS)
         await kube.apply(owner.namespace, decision)
     except Exception:
-        metrics.reconciles.labels("ServeBenchmark", "error").inc()
+        metrics.reconciles.labels(kind, "error").inc()
         raise
     finally:
-        metrics.reconcile_seconds.labels("ServeBenchmark").observe(time.monotonic() - t0)
-    metrics.reconciles.labels("ServeBenchmark", "ok").inc()
+        metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - t0)
+    metrics.reconciles.labels(kind, "ok").inc()
     patch.status.update(_status_patch(decision.status))
     _emit(body, decision)
+
+
+@kopf.timer(GROUP, VERSION, "servebenchmarks", interval=SETTINGS.interval, when=needs_work)
+async def reconcile_servebenchmark(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    await _reconcile("ServeBenchmark", body, patch)
 
 
 @kopf.timer(GROUP, VERSION, "quantjobs", interval=SETTINGS.interval, when=needs_work)
 async def reconcile_quantjob(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    t0 = time.monotonic()
-    try:
-        spec = QuantJobSpec.model_validate(body["spec"])
-    except ValidationError as err:
-        await _invalid("QuantJob", body, patch, err)
-        return
-    owner = _owner("QuantJob", body)
-    kube: Kube = _state["kube"]
-    steps = [s.id for s in compile_quantjob(spec, "m", "/o", "/a").steps]
-    try:
-        obs = await kube.observe(owner, steps, dict(body.get("status") or {}))
-        decision = decide_quantjob(owner, spec, obs, SETTINGS)
-        await kube.apply(owner.namespace, decision)
-    except Exception:
-        metrics.reconciles.labels("QuantJob", "error").inc()
-        raise
-    finally:
-        metrics.reconcile_seconds.labels("QuantJob").observe(time.monotonic() - t0)
-    metrics.reconciles.labels("QuantJob", "ok").inc()
-    patch.status.update(_status_patch(decision.status))
-    _emit(body, decision)
+    await _reconcile("QuantJob", body, patch)
 
 
 @kopf.on.field(GROUP, VERSION, "quantjobs", field="status.phase")
