@@ -142,6 +142,7 @@ def test_gguf_quantjob_then_llamacpp_benchmark(
     wide = subprocess.run([*kubectl, "get", "servebenchmarks", "-n", namespace, "-o", "wide"], capture_output=True,
                           text=True, check=True).stdout  # fmt: skip
     print("\n" + wide)
+    print("\n".join(line for line in text.splitlines() if 'name="tiny-' in line and "servelab_" in line))
     assert "Succeeded" in wide and "llamacpp" in wide and "2/2" in wide
     events = {e.reason for e in client.CoreV1Api(kube).list_namespaced_event(namespace).items
               if e.involved_object.name == "tiny-iq4"}  # fmt: skip
