@@ -170,10 +170,11 @@ def fold_quant(status: QuantJobStatus, result: dict[str, Any]) -> None:
     if result.get("base"):
         status.base = QuantVariantResult.model_validate(result["base"])
     variants = [QuantVariantResult.model_validate(v) for v in result.get("variants", [])]
+    # workers list the unquantized model among their outputs (F16 for GGUF, BASE for llm-compressor)
     base = next((v for v in variants if v.name.upper() in BASE_NAMES), None)
-    if base is not None and not result.get("base"):
-        status.base = base
-        variants = [v for v in variants if v is not base]
+    if base is not None:
+        status.base = status.base or base
+        variants = [v for v in variants if v.name.upper() not in BASE_NAMES]
     if variants:
         status.variants = variants
     total = sum(v.size_bytes or 0 for v in status.variants)

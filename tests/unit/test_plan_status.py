@@ -169,3 +169,23 @@ def test_local_server_that_never_answers_times_out_with_reason(tmp_path: object)
     with pytest.raises(StepFailed) as err:
         wait_ready(f"http://127.0.0.1:{free_port()}/health", dead, 10, log)
     assert err.value.reason == "ServerFailed" and "cannot load model" in str(err.value)
+
+
+@pytest.mark.parametrize("with_base_key", [False, True])
+def test_base_model_is_never_a_quantized_variant(with_base_key: bool) -> None:
+    from servelab.api.quantjob import QuantJobStatus
+
+    base = {"name": "BASE", "path": "/m", "perplexity": 10.0}
+    result: dict[str, object] = {
+        "variants": [base, {"name": "FP8-DYNAMIC", "path": "/o", "perplexity": 10.1}]
+    }
+    if with_base_key:
+        result["base"] = base
+    status = QuantJobStatus()
+    st.fold_quant(status, result)
+    assert status.base is not None and status.base.name == "BASE"
+    assert [v.name for v in status.variants] == ["FP8-DYNAMIC"]
+    chosen = st.pick_variant(status, None)
+    assert (
+        chosen is not None and chosen.name == "FP8-DYNAMIC"
+    )  # an unnamed reference serves the quantized one
