@@ -205,3 +205,35 @@ def test_every_example_is_reconciled(
         d.metadata.name for d in client.AppsV1Api(kube).list_namespaced_deployment(namespace).items
     }
     assert {"qwen3-4b-bf16-vllm-g1-server", "glm-4.7-flash-sglang-eagle-g1-server"} <= deployments
+
+
+def test_changed_spec_of_a_finished_benchmark_starts_a_new_run(
+    kube: client.ApiClient, namespace: str, operator: RunningOperator
+) -> None:
+    create_sb(kube, namespace, "again", vllm(1, timeouts={"serverReadySeconds": 10}))
+    wait_for(
+        lambda: get_sb(kube, namespace, "again").get("status", {}).get("phase") == "Failed",
+        90,
+        "first run Failed",
+    )
+    first = get_sb(kube, namespace, "again")
+    assert first["status"]["observedGeneration"] == first["metadata"]["generation"] == 1
+    client.CustomObjectsApi(kube).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "servebenchmarks",
+        "again",
+        {"spec": {"timeouts": {"serverReadySeconds": 600}}},
+    )
+
+    def second_run() -> dict[str, Any] | None:
+        obj = get_sb(kube, namespace, "again")
+        return obj if obj.get("status", {}).get("observedGeneration") == 2 else None
+
+    obj = wait_for(second_run, 60, "observedGeneration 2")
+    assert obj["status"]["phase"] in ("Running", "Pending") and obj["metadata"]["generation"] == 2
+    assert condition(obj, "Failed")["status"] == "False"  # type: ignore[index]
+    apps = client.AppsV1Api(kube)
+    wait_for(lambda: {d.metadata.name for d in apps.list_namespaced_deployment(namespace).items} == {"again-g2-server"},
+             60, "only the new run's server")  # fmt: skip

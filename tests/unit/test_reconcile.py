@@ -252,3 +252,15 @@ def test_quantjob_downloads_into_a_cache_volume_with_the_token_from_its_secret()
     token = next(e for e in c["env"] if e["name"] == "HF_TOKEN")
     assert token == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
     assert "Qwen/Qwen3-4B-Instruct-2507" in c["command"]
+
+
+def test_a_job_that_succeeds_without_publishing_fails_the_run() -> None:
+    started = {"status": run(sb()).status.to_wire()}
+    ready = ServerState(exists=True, ready=True)
+    fresh = {"load-0": JobState("j0", succeeded=True, completed_at=NOW - timedelta(seconds=5))}
+    d = run(sb(), server=ready, jobs=fresh, **started)
+    assert d.status.phase == "Running"  # the result may still be on its way
+    stale = {"load-0": JobState("j0", succeeded=True, completed_at=NOW - timedelta(seconds=31))}
+    d = run(sb(), server=ready, jobs=stale, **started)
+    failed = next(c for c in d.status.conditions if c.type == "Failed")
+    assert failed.reason == "LoadFailed" and "without publishing a result" in failed.message

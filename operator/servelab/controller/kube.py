@@ -65,6 +65,7 @@ class Kube:
                 succeeded=bool(job.status.succeeded) and "Complete" in conds,
                 failed=failed is not None and failed.status == "True",
                 message=f"{failed.reason}: {failed.message}" if failed is not None else "",
+                completed_at=job.status.completion_time,
             )  # fmt: skip
             obs.jobs[labels.get(f"{p}/step", "")] = state
         wanted = {owner.child(f"{sid}-result"): sid for sid in step_ids}

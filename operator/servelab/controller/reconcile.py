@@ -34,6 +34,21 @@ class JobState:
     succeeded: bool = False
     failed: bool = False
     message: str = ""
+    completed_at: datetime | None = None
+
+
+# A worker publishes its result before it exits; a Job complete this long without one is broken.
+RESULT_GRACE_SECONDS = 30
+
+
+def _silent(job: JobState | None, now: datetime) -> bool:
+    """The Job finished successfully but its worker never published a result."""
+    return bool(
+        job
+        and job.succeeded
+        and job.completed_at
+        and (now - job.completed_at).total_seconds() > RESULT_GRACE_SECONDS
+    )
 
 
 @dataclass
@@ -219,6 +234,11 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, sett
             return _fail(d, owner, spec, reason, message)
         if job and job.succeeded and (result is not None or step.result == "warmup"):
             continue
+        if result is None and _silent(job, obs.now):
+            reason, _ = st.step_failure(step.result, step.title, None, "")
+            return _fail(
+                d, owner, spec, reason, f"{step.title}: the worker finished without publishing a result"
+            )
         st.step(status, step.title, i, total)
         if job is None:
             d.create.append(render.worker_job(owner, step, settings))
@@ -301,6 +321,10 @@ def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed, settings: S
         why = (result or {}).get("reason") or job.message or "quantize job failed"
         st.fail(status, "QuantizeFailed", str(why), gen)
         d.event("QuantizeFailed", str(why), "Warning")
+        return d
+    if result is None and _silent(job, obs.now):
+        st.fail(status, "QuantizeFailed", "the quantize worker finished without publishing a result", gen)
+        d.event("QuantizeFailed", status.message or "", "Warning")
         return d
     if job.succeeded and result is not None:
         st.step(status, "done", 1, 1)
