@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("servelab.workers.cli", "run one worker step (what the images run in pods)"),
     "run": ("servelab.local.cli", "run a manifest's experiments locally as processes"),
     "operator": ("servelab.controller.cli", "run the operator against the current kubeconfig's cluster"),
+    "pods": (
+        "servelab.localexec",
+        "local cluster only: run the operator's pods as processes on this machine",
+    ),
     "demo": ("servelab.local.demo", "the main job: a tiny model's GGUF quantize-serve-load-eval comparison"),
 }
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
-from podexec import PodExecutor, executor_for
 
 from servelab.localcluster import LocalCluster
+from servelab.localexec import PodExecutor, executor_for
 
 
 def free_port() -> int:

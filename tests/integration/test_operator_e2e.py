@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 from operator_fixtures import RunningOperator, run_operator
-from podexec import PodExecutor, wait_for
 
 from servelab import GROUP, VERSION
 from servelab.local.demo import write_demo_data
 from servelab.localcluster import LocalCluster
+from servelab.localexec import PodExecutor, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 LONG = 900

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 from operator_fixtures import RunningOperator
-from podexec import wait_for
 
 from servelab import GROUP, VERSION
+from servelab.localexec import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     parser.add_argument("--peering", default=None, help="use kopf peering NAME instead of --standalone")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here (default 8080)")
+    parser.add_argument(
+        "--local-pods",
+        action="store_true",
+        help="label every pod servelab.dev/executor=local, for `servelab pods` on the local cluster",
+    )
     parser.add_argument("--verbose", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.local_pods:
+        os.environ["SERVELAB_EXTRA_POD_LABELS"] = '{"servelab.dev/executor": "local"}'
     if args.metrics_port is not None:
         os.environ["SERVELAB_METRICS_PORT"] = str(args.metrics_port)
     import kopf

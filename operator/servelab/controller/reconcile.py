@@ -168,9 +168,11 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, sett
     status.phase = "Running"
     status.model, status.quantization = model.location, quant
 
-    launch = compile_benchmark(spec, model, "http://x", render.ARTIFACTS).server
+    # the server listens on its pod's own IP (downward API), as probes and the Service reach it there
+    host = "$(POD_IP)"
+    launch = compile_benchmark(spec, model, "http://x", render.ARTIFACTS, host=host).server
     url = render.server_url(owner, launch)
-    plan = compile_benchmark(spec, model, url, render.ARTIFACTS)
+    plan = compile_benchmark(spec, model, url, render.ARTIFACTS, host=host)
     total = len(plan.steps) + 2
     image = spec.engine.image or (spec.images.server if spec.images and spec.images.server else None)
     from servelab.engines import get

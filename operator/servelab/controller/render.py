@@ -103,7 +103,8 @@ def server_objects(owner: Owner, spec: ServeBenchmarkSpec, launch: ServerLaunch,
         limits["cpu"] = requests["cpu"] = spec.resources.cpu
     if spec.resources and spec.resources.memory:
         limits["memory"] = requests["memory"] = spec.resources.memory
-    env = [{"name": k, "value": v} for k, v in sorted(launch.env.items())]
+    env: list[Obj] = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    env += [{"name": k, "value": v} for k, v in sorted(launch.env.items())]
     env += [
         _secret_env(k, SecretKeyRef(name=s, key=key)) for k, (s, key) in sorted(launch.secret_env.items())
     ]

@@ -1,4 +1,5 @@
-"""A test-side stand-in for the kubelet, for pods that must really run.
+"""A stand-in for the kubelet on the local cluster, for pods that must really run (tests and
+`servelab pods`).
 
 KWOK fakes pod status but runs nothing. Pods servelab creates with the label
 `servelab.dev/executor=local` (set through the operator's SERVELAB_EXTRA_POD_LABELS in tests) are run
@@ -17,6 +18,7 @@ import contextlib
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -253,16 +255,18 @@ class PodExecutor:
 
     def _status(self, name: str, ip: str, phase: str, ready: bool, container: dict[str, Any]) -> None:
         t = _now()
-        cond = lambda typ, ok: {"type": typ, "status": "True" if ok else "False", "lastTransitionTime": t}  # noqa: E731
+
+        def cond(typ: str, ok: bool) -> dict[str, str]:
+            return {"type": typ, "status": "True" if ok else "False", "lastTransitionTime": t}
+
+        pod = self.core.read_namespaced_pod(name, self.namespace)
         body = {"status": {
             "phase": phase, "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1", "startTime": t,
             "conditions": [cond("PodScheduled", True), cond("Initialized", True), cond("ContainersReady", ready),
                            cond("Ready", ready)],
-            "containerStatuses": [{"name": "worker" if phase else "x", "ready": ready, "restartCount": 0,
+            "containerStatuses": [{"name": pod.spec.containers[0].name, "ready": ready, "restartCount": 0,
                                    "image": "local", "imageID": "local", "state": container}],
         }}  # fmt: skip
-        pod = self.core.read_namespaced_pod(name, self.namespace)
-        body["status"]["containerStatuses"][0]["name"] = pod.spec.containers[0].name
         self.core.patch_namespaced_pod_status(name, self.namespace, body)
 
     def _kill(self, run: Running) -> None:
@@ -302,4 +306,42 @@ def wait_for(fn: Callable[[], Any], timeout: float, what: str, interval: float =
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-__all__ = ["PodExecutor", "executor_for", "tempfile", "wait_for"]
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("-n", "--namespace", required=True, help="namespace whose labelled pods to run")
+    parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="default: $KUBECONFIG")
+    parser.add_argument("--workdir", type=Path, default=None, help="pod logs and files (default: a temp dir)")
+
+
+def run(args: Any) -> int:
+    """`servelab pods`: run the operator's pods (labelled servelab.dev/executor=local) on this machine."""
+    from kubernetes import config
+
+    from servelab.localcluster import LocalCluster
+
+    if not args.kubeconfig:
+        print("no kubeconfig: pass --kubeconfig or set KUBECONFIG", file=sys.stderr)
+        return 2
+    api = config.new_client_from_config(config_file=args.kubeconfig)
+    ca = LocalCluster.attach(Path(args.kubeconfig)).pki_dir / "ca.crt"
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="servelab-pods-"))
+    ex = executor_for(api, args.namespace, ca, work).start()
+    print(
+        f"running pods labelled {LABEL}=local in {args.namespace}; logs in {work}; Ctrl-C stops", flush=True
+    )
+    seen = 0
+    try:
+        while True:
+            time.sleep(1)
+            for name in ex.started[seen:]:
+                print(f"started {name}", flush=True)
+            seen = len(ex.started)
+            while ex.errors:
+                print(f"error: {ex.errors.pop(0)}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ex.stop()
+    return 0
+
+
+__all__ = ["PodExecutor", "executor_for", "wait_for"]
