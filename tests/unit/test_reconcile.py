@@ -67,7 +67,9 @@ def test_first_pass_creates_server_and_worker_rbac() -> None:
     assert pod["containers"][0]["command"][0] == "llama-server"
     cmd = pod["containers"][0]["command"]
     assert cmd[cmd.index("--host") + 1] == "$(POD_IP)"  # each server listens on its own pod IP
-    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in pod["containers"][0]["env"]
+    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in pod["containers"][
+        0
+    ]["env"]
     assert pod["containers"][0]["startupProbe"]["httpGet"]["path"] == "/health"
     assert dep["spec"]["template"]["metadata"]["labels"]["servelab.dev/executor"] == "local"
     assert "podAntiAffinity" in pod["affinity"]  # isolation: no two benchmark servers on one node
