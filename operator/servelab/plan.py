@@ -17,6 +17,10 @@ from servelab.api.quantjob import QuantJobSpec
 from servelab.api.servebenchmark import ServeBenchmarkSpec
 from servelab.engines import ServedModel, ServerLaunch, get
 
+# QuantJob.spec.evaluation.evalscope is accepted by the API but not run yet (both executors say so).
+NO_QUANT_EVAL = ("spec.evaluation.evalscope is not run by this version; measure task scores with a "
+                 "ServeBenchmark that has quantJobRef and evaluations")  # fmt: skip
+
 ResultKind = Literal["points", "depth", "scores", "quant", "warmup"]
 Image = Literal["evalscope", "llamacpp", "llmcompressor"]
 

@@ -22,7 +22,7 @@ from servelab.controller import render
 from servelab.controller.render import Obj, Owner
 from servelab.controller.settings import Settings
 from servelab.engines import ServedModel
-from servelab.plan import BenchmarkPlan, compile_benchmark, compile_quantjob, model_location
+from servelab.plan import NO_QUANT_EVAL, BenchmarkPlan, compile_benchmark, compile_quantjob, model_location
 
 QUANTJOB_GRACE_SECONDS = 60  # a referenced QuantJob may be applied moments after the benchmark
 
@@ -290,6 +290,8 @@ def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed, settings: S
         st.start(status, gen, len(plan.steps))
         status.start_time = obs.now.strftime("%Y-%m-%dT%H:%M:%SZ")
         d.event("Started", f"quantization of generation {gen} started")
+        if spec.evaluation and spec.evaluation.evalscope:
+            d.event("EvalNotRun", NO_QUANT_EVAL, "Warning")
     status.phase, status.model, status.output = "Running", model, output
     step = plan.steps[0]
     job, result = obs.jobs.get(step.id), obs.results.get(step.id)

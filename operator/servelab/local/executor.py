@@ -30,7 +30,14 @@ from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
 from servelab.api.servebenchmark import ServeBenchmarkSpec, ServeBenchmarkStatus
 from servelab.engines import ServedModel
 from servelab.manifests import Resource
-from servelab.plan import BenchmarkPlan, WorkerStep, compile_benchmark, compile_quantjob, model_location
+from servelab.plan import (
+    NO_QUANT_EVAL,
+    BenchmarkPlan,
+    WorkerStep,
+    compile_benchmark,
+    compile_quantjob,
+    model_location,
+)
 
 Log = Callable[[str], None]
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -205,6 +212,8 @@ class LocalExecutor:
         d = self._dir(res)
         output = expand(spec.output.path, env) if spec.output.path else str(d / "output")
         plan = compile_quantjob(spec, model, output, str(d))
+        if spec.evaluation and spec.evaluation.evalscope:
+            self.log(f"quantjob/{res.name}: warning: {NO_QUANT_EVAL}")
         status = st.start(QuantJobStatus(model=model, output=output), 1, len(plan.steps))
         status.artifacts = str(d)
         self._write(res, status)
