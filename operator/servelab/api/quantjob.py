@@ -144,7 +144,11 @@ class Evaluation(ApiModel):
 
 class QuantEvaluation(ApiModel):
     perplexity: PerplexityEval | None = Field(None, description="Perplexity of base and quantized model.")
-    evalscope: Evaluation | None = Field(None, description="Task scores of the quantized model, served.")
+    evalscope: Evaluation | None = Field(
+        None,
+        description="Task scores of the quantized model, served. Not run by this version yet: use a "
+        "ServeBenchmark with quantJobRef and evaluations (a Warning event says so).",
+    )
 
 
 class Images(ApiModel):
