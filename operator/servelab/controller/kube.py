@@ -116,11 +116,7 @@ class Kube:
                 if waiting is not None and waiting.reason in ("CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff",
                                                               "CreateContainerConfigError", "InvalidImageName"):  # fmt: skip
                     state.failed = f"container {cs.name}: {waiting.reason}: {waiting.message or ''}".strip()
-                if (
-                    term is not None
-                    and (cs.restart_count or 0) >= 0
-                    and pod.status.phase in ("Failed", "Succeeded")
-                ):
+                if term is not None and pod.status.phase in ("Failed", "Succeeded"):
                     state.failed = (
                         f"container {cs.name} exited with code {term.exit_code}: {term.reason or ''}".strip()
                     )

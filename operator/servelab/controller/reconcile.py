@@ -22,6 +22,7 @@ from servelab.controller import render
 from servelab.controller.render import Obj, Owner
 from servelab.controller.settings import Settings
 from servelab.engines import ServedModel
+from servelab.engines import get as get_engine
 from servelab.plan import NO_QUANT_EVAL, BenchmarkPlan, compile_benchmark, compile_quantjob, model_location
 
 QUANTJOB_GRACE_SECONDS = 60  # a referenced QuantJob may be applied moments after the benchmark
@@ -170,14 +171,12 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, sett
 
     # the server listens on its pod's own IP (downward API), as probes and the Service reach it there
     host = "$(POD_IP)"
-    launch = compile_benchmark(spec, model, "http://x", render.ARTIFACTS, host=host).server
-    url = render.server_url(owner, launch)
+    adapter = get_engine(spec.engine.name)
+    url = render.server_url(owner, adapter.launch(spec.engine, model, host=host))
     plan = compile_benchmark(spec, model, url, render.ARTIFACTS, host=host)
     total = len(plan.steps) + 2
     image = spec.engine.image or (spec.images.server if spec.images and spec.images.server else None)
-    from servelab.engines import get
-
-    image = image or get(spec.engine.name).default_image
+    image = image or adapter.default_image
     status.provenance = Provenance(
         images={"server": image, **{s.image: settings.image(s.image) for s in plan.steps}},
         command=plan.server.command, node=obs.server.node, gpu_product=obs.server.gpu_product,
