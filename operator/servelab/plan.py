@@ -12,14 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from servelab.api.common import DataSource, ModelSource
-from servelab.api.quantjob import QuantJobSpec
-from servelab.api.servebenchmark import ServeBenchmarkSpec
+from servelab.api.common import DataSource, ModelSource, PvcSource
+from servelab.api.engine import Engine
+from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
+from servelab.api.servebenchmark import ServeBenchmarkSpec, Timeouts
 from servelab.engines import ServedModel, ServerLaunch, get
-
-# QuantJob.spec.evaluation.evalscope is accepted by the API but not run yet (both executors say so).
-NO_QUANT_EVAL = ("spec.evaluation.evalscope is not run by this version; measure task scores with a "
-                 "ServeBenchmark that has quantJobRef and evaluations")  # fmt: skip
 
 ResultKind = Literal["points", "depth", "scores", "quant", "warmup"]
 Image = Literal["evalscope", "llamacpp", "llmcompressor"]
@@ -236,3 +233,52 @@ def compile_quantjob(spec: QuantJobSpec, model: str, output: str, artifacts: str
         timeout_seconds=spec.timeout_seconds, gpus=gpus,
     )  # fmt: skip
     return QuantPlan(steps=[step], output=output, total_timeout_seconds=spec.timeout_seconds)
+
+
+@dataclass(frozen=True)
+class ScoreRun:
+    """One output of a QuantJob served and evaluated for task scores: a ServeBenchmark of its own."""
+
+    variant: str  # the QuantVariantResult's name (e.g. IQ4_XS+imatrix, F16, BASE)
+    suffix: str  # DNS-safe, deterministic: the child's name suffix
+    spec: ServeBenchmarkSpec
+
+
+def output_source(spec: QuantJobSpec, path: str, mount_root: str = "/models") -> ModelSource:
+    """The model source of a QuantJob output (or of its unquantized source model), as a benchmark needs it."""
+    if path == model_location(spec.model, mount_root):
+        return spec.model
+    tokenizer = model_location(spec.model, mount_root) if path.endswith(".gguf") else None
+    pvc = spec.output.pvc
+    prefix = f"{mount_root}/{pvc.claim_name}/" if pvc else None
+    if pvc and prefix and path.startswith(prefix):
+        return ModelSource(
+            pvc=PvcSource(claim_name=pvc.claim_name, path=path[len(prefix) :]), tokenizer=tokenizer
+        )
+    return ModelSource(path=path, tokenizer=tokenizer)
+
+
+def quant_score_runs(spec: QuantJobSpec, status: QuantJobStatus) -> list[ScoreRun]:
+    """The task-score runs of a quantized QuantJob: one ServeBenchmark spec per output to score, the
+    unquantized model first. Both executors run exactly these (locally as processes, in a cluster as
+    child ServeBenchmarks owned by the QuantJob)."""
+    ev = spec.evaluation
+    if not ev or not ev.evalscope:
+        return []
+    wanted = {w.lower() for w in ev.variants}
+    outputs = [v for v in status.variants if not wanted or v.name.lower() in wanted
+               or v.name.split("+")[0].lower() in wanted]  # fmt: skip
+    if ev.include_base and status.base:
+        outputs.insert(0, status.base)
+    engine = ev.engine or Engine(name="llamacpp" if spec.method == "gguf" else "vllm")
+    runs = []
+    for v in outputs:
+        if not v.path:
+            continue
+        bench = ServeBenchmarkSpec(
+            model=output_source(spec, v.path), engine=engine, evaluations=[ev.evalscope],
+            placement=spec.placement, images=spec.images, hf_token_secret_ref=spec.hf_token_secret_ref,
+            timeouts=Timeouts(server_ready_seconds=ev.server_ready_seconds, total_seconds=spec.timeout_seconds),
+        )  # fmt: skip
+        runs.append(ScoreRun(variant=v.name, suffix="score-" + dns_name(v.name, 40), spec=bench))
+    return runs

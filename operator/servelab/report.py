@@ -53,7 +53,7 @@ def server_table(status: ServeBenchmarkStatus) -> str:
     return _table(header, rows)
 
 
-def scores_table(status: ServeBenchmarkStatus | QuantJobStatus) -> str:
+def scores_table(status: ServeBenchmarkStatus) -> str:
     rows = [[s.dataset, s.metric, s.subset or "-", "-" if s.num is None else str(s.num), f"{s.score:.4f}"]
             for s in status.scores]  # fmt: skip
     return _table(["Dataset", "Metric", "Subset", "Num", "Score"], rows)
@@ -70,12 +70,26 @@ def depth_table(status: ServeBenchmarkStatus) -> str:
 
 
 def quant_table(status: QuantJobStatus) -> str:
+    """One row per output (base first): size, perplexity, KL divergence, time."""
     rows = []
     for v in ([status.base] if status.base else []) + status.variants:
         size = "-" if v.size_bytes is None else f"{v.size_bytes / 2**20:.2f} MiB"
         ppl = "-" if v.perplexity is None else f"{v.perplexity:.4f} +/- {_f(v.perplexity_error, 5)}"
         rows.append([v.name, size, ppl, _f(v.kl_divergence, 6), _f(v.duration_seconds, 1)])
     return _table(["Variant", "Size", "PPL", "Mean KLD", "Time(s)"], rows)
+
+
+def quant_scores_table(status: QuantJobStatus) -> str | None:
+    """The write-ups' accuracy table: one row per data set and metric, one column per output (base first)."""
+    outputs = [v for v in ([status.base] if status.base else []) + status.variants if v.scores]
+    if not outputs:
+        return None
+    keys: list[tuple[str, str, str | None]] = []
+    for v in outputs:
+        keys += [k for k in ((sc.dataset, sc.metric, sc.subset) for sc in v.scores) if k not in keys]
+    got = {v.name: {(sc.dataset, sc.metric, sc.subset): sc.score for sc in v.scores} for v in outputs}
+    rows = [[d, m, sub or "-", *(_f(got[v.name].get((d, m, sub)), 4) for v in outputs)] for d, m, sub in keys]
+    return _table(["Dataset", "Metric", "Subset", *(v.name for v in outputs)], rows)
 
 
 def chart(benchmarks: dict[str, ServeBenchmarkStatus], path: Path) -> Path | None:

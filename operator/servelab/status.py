@@ -177,12 +177,53 @@ def fold_quant(status: QuantJobStatus, result: dict[str, Any]) -> None:
         variants = [v for v in variants if v.name.upper() not in BASE_NAMES]
     if variants:
         status.variants = variants
+    summarize_quant(status)
+
+
+def fold_variant_scores(status: QuantJobStatus, variant: str, scores: list[EvalScore]) -> None:
+    """Task scores of one output (from its scoring run) onto that output's row."""
+    for v in ([status.base] if status.base else []) + status.variants:
+        if v.name == variant:
+            v.scores = list(scores)
+    summarize_quant(status)
+
+
+def _is_accuracy(metric: str) -> bool:
+    return "acc" in metric
+
+
+def _is_rouge_l_f1(metric: str) -> bool:  # evalscope 1.x: mean_rouge[statistic=f1,variant=l]; 0.x: Rouge-L-F
+    return (
+        "rouge" in metric
+        and ("variant=l" in metric or "rouge-l" in metric)
+        and ("f1" in metric or metric.endswith("-f"))
+    )
+
+
+def primary_score(scores: list[EvalScore]) -> EvalScore | None:
+    """The score a one-line summary shows: accuracy if there is one, else ROUGE-L F1, else the first."""
+    for good in (_is_accuracy, _is_rouge_l_f1):
+        found = next((s for s in scores if good(s.metric.lower())), None)
+        if found:
+            return found
+    return scores[0] if scores else None
+
+
+def summarize_quant(status: QuantJobStatus) -> None:
     total = sum(v.size_bytes or 0 for v in status.variants)
     scored = [v for v in status.variants if v.perplexity is not None]
     best = min(scored, key=lambda v: v.perplexity or 0.0) if scored else None
+
+    def score(v: QuantVariantResult) -> str:
+        sc = primary_score(v.scores)
+        return f" {sc.dataset} {sc.metric} {sc.score:.3f}" if sc else ""
+
+    base = status.base
     headline = ", ".join(
-        f"{v.name} {v.size_bytes / 2**20:.1f}MiB" + (f" ppl {v.perplexity:.2f}" if v.perplexity else "")
+        f"{v.name} {v.size_bytes / 2**20:.1f}MiB" + (f" ppl {v.perplexity:.2f}" if v.perplexity else "") + score(v)
         for v in status.variants if v.size_bytes is not None
     )  # fmt: skip
+    if headline and base and base.scores:
+        headline += f" (base{score(base)})"
     status.summary = QuantJobSummary(best_variant=best.name if best else None, headline=headline or None,
                                      output_bytes=total or None)  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import time
@@ -88,3 +89,61 @@ def stdlib_text(names: Sequence[str]) -> str:
 
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     return "\n".join((stdlib / n).read_text(encoding="utf-8") for n in names)
+
+
+# Runs in the evalscope environment (nltk is there, not in the test environment): argv[1] is the
+# NLTK data root, which is also NLTK_DATA, so nltk's own saver (which writes only inside the data
+# path, into private directories) and loader both accept it.
+_PUNKT_TRAIN = r"""
+import json, sys
+from pathlib import Path
+
+import nltk
+import pydoc_data.topics
+from nltk.tokenize.punkt import PunktTokenizer, PunktTrainer, save_punkt_params
+
+root = Path(sys.argv[1])
+text = "\n\n".join(pydoc_data.topics.topics.values())
+trainer = PunktTrainer()
+trainer.INCLUDE_ALL_COLLOCS = True
+trainer.train(text, finalize=True)
+params = trainer.get_params()
+lang = root / "tokenizers" / "punkt_tab" / "english"
+lang.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+save_punkt_params(params, dir=str(lang))
+found = nltk.data.find("tokenizers/punkt_tab/english/")
+sample = "The list is sorted, e.g. by key. It stays sorted! Does it? Yes."
+print(json.dumps({
+    "found": str(found),
+    "chars": len(text),
+    "abbrevTypes": sorted(params.abbrev_types),
+    "sentences": PunktTokenizer("english").tokenize(sample),
+    "words": nltk.word_tokenize("It IS sorted. Yes."),
+}))
+"""
+
+
+def make_punkt_tab(root: Path) -> dict[str, object]:
+    """Make `root` an NLTK data directory holding an English Punkt model in the punkt_tab layout.
+
+    NLTK's own punkt_tab is a download (`python -m nltk.downloader punkt_tab`, what the evalscope
+    image does); this one is trained here with nltk's PunktTrainer on local English prose (the
+    Python reference documentation in the standard library's pydoc_data) and written with nltk's
+    save_punkt_params: `tokenizers/punkt_tab/english/{collocations.tab,sent_starters.txt,
+    abbrev_types.txt,ortho_context.tab}`. It knows fewer abbreviations than NLTK's model ("e.g.",
+    "i.e.", "etc." but not "Mr."), so its sentence counts can differ on such text. Returns what the
+    training reported: the model directory nltk found, the abbreviations, a sample's sentences.
+    """
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [str(envs.env_python("evalscope")), "-c", _PUNKT_TRAIN, str(root)],
+        env=envs.worker_environ(NLTK_DATA=str(root)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"training the Punkt model failed:\n{proc.stdout}{proc.stderr}")
+    info: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return info

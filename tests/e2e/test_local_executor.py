@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,8 +63,10 @@ def bench(**over: Any) -> dict[str, Any]:
 def test_run_quantjob_and_benchmark(tiny: Path, tmp_path: Path) -> None:
     data = write_demo_data(tmp_path / "data")
     os.environ["DATA"] = str(data)
+    score = {"engine": {"name": "llamacpp", "servedModelName": "tiny", "extraArgs": ["-t", "1"]},
+             "evalscope": bench()["evaluations"][0], "serverReadySeconds": 60}  # fmt: skip
     qj = {"model": {"path": str(tiny)}, "method": "gguf", "gguf": {"imatrix": False, "variants": [{"type": "Q4_K_M"}]},
-          "output": {"path": str(tmp_path / "out")}}  # fmt: skip
+          "output": {"path": str(tmp_path / "out")}, "evaluation": score}  # fmt: skip
     f = manifest(tmp_path / "m.yaml", [doc("QuantJob", "q", qj), doc("ServeBenchmark", "b", bench())])
     runs = tmp_path / "runs"
     proc = servelab("run", "-f", str(f), "--runs-dir", str(runs))
@@ -82,6 +85,22 @@ def test_run_quantjob_and_benchmark(tiny: Path, tmp_path: Path) -> None:
     )  # server, 2 loads, eval, done
     q = json.loads((runs / "quantjob-q" / "status.json").read_text())["status"]
     assert q["base"]["name"] == "F16" and q["variants"][0]["name"] == "Q4_K_M"
+    # the QuantJob's own task scores: F16 and Q4_K_M each served by llama-server and evaluated
+    for row in (q["base"], q["variants"][0]):
+        assert [(sc["dataset"], sc["num"]) for sc in row["scores"]] == [("general_qa", 4)] * len(
+            row["scores"]
+        )
+        assert row["scores"] and all(0 <= sc["score"] <= 1 for sc in row["scores"])
+    for child in ("q-score-f16", "q-score-q4-k-m"):
+        cs = yaml.safe_load((runs / f"servebenchmark-{child}" / "status.yaml").read_text())
+        assert cs["status"]["phase"] == "Succeeded", cs["status"]
+        assert cs["spec"]["model"]["path"].endswith(".gguf")
+    assert (
+        q["phase"] == "Succeeded" and q["progress"]["summary"] == "3/3"
+    )  # quantize, score F16, score Q4_K_M
+    table = proc.stdout.split("task scores of each output:")[1].split("ServeBenchmark")[0]
+    assert re.search(r"\|\s+Dataset \|\s+Metric \|\s+Subset \|\s+F16 \| Q4_K_M \|", table), table
+    assert "| general_qa |" in table
     assert (runs / "chart.png").stat().st_size > 10_000
 
 
@@ -90,10 +109,17 @@ def test_failures_are_reported_and_nothing_is_left_running(tiny: Path, tmp_path:
     os.environ["DATA"] = str(data)
     broken = bench(quantJobRef=None, model={"path": str(tmp_path / "missing.gguf")})
     orphan = bench(quantJobRef={"name": "nobody"})
+    # a QuantJob whose scoring server cannot start: EvalFailed, its quantization results kept
+    unscored = {"model": {"path": str(tiny)}, "method": "gguf", "output": {"path": str(tmp_path / "out")},
+                "gguf": {"imatrix": False, "keepBase": True, "variants": [{"type": "Q8_0"}]},
+                "evaluation": {"includeBase": False, "serverReadySeconds": 30,
+                               "engine": {"name": "llamacpp", "extraArgs": ["--no-such-flag"]},
+                               "evalscope": bench()["evaluations"][0]}}  # fmt: skip
     f = manifest(
         tmp_path / "m.yaml",
-        [doc("ServeBenchmark", "broken", broken), doc("ServeBenchmark", "orphan", orphan)],
-    )
+        [doc("ServeBenchmark", "broken", broken), doc("ServeBenchmark", "orphan", orphan),
+         doc("QuantJob", "unscored", unscored)],
+    )  # fmt: skip
     runs = tmp_path / "runs"
     proc = servelab("run", "-f", str(f), "--runs-dir", str(runs))
     assert proc.returncode == 1
@@ -104,6 +130,11 @@ def test_failures_are_reported_and_nothing_is_left_running(tiny: Path, tmp_path:
     )
     o = yaml.safe_load((runs / "servebenchmark-orphan" / "status.yaml").read_text())["status"]
     assert next(c for c in o["conditions"] if c["type"] == "Failed")["reason"] == "QuantJobNotFound"
+    u = yaml.safe_load((runs / "quantjob-unscored" / "status.yaml").read_text())["status"]
+    failed = next(c for c in u["conditions"] if c["type"] == "Failed")
+    assert u["phase"] == "Failed" and failed["reason"] == "EvalFailed" and "Q8_0" in failed["message"]
+    assert "ServerFailed" in failed["message"] and "no-such-flag" in failed["message"]
+    assert u["variants"][0]["name"] == "Q8_0" and u["variants"][0]["sizeBytes"] > 0  # kept
 
 
 def test_invalid_spec_is_refused_before_anything_starts(tmp_path: Path) -> None:

@@ -149,6 +149,50 @@ def test_gguf_quantjob_then_llamacpp_benchmark(
     assert {"Started", "ServerCreated", "ServerReady", "StepStarted", "Succeeded"} <= events
 
 
+def test_quantjob_scores_its_outputs_through_child_servebenchmarks(
+    kube: client.ApiClient, namespace: str, operator: RunningOperator, podexec: PodExecutor,
+    toolchain: dict[str, Path], data: Path, tmp_path: Path, kubectl: list[str],
+) -> None:  # fmt: skip
+    spec = {
+        "model": {"path": str(toolchain["model"])}, "method": "gguf", "output": {"path": str(tmp_path / "out")},
+        "gguf": {"imatrix": False, "variants": [{"type": "Q4_K_M"}]},
+        "evaluation": {
+            "engine": {"name": "llamacpp", "servedModelName": "tiny", "extraArgs": ["-t", "1"]},
+            "serverReadySeconds": 120,
+            "evalscope": {"datasets": [{"name": "general_qa", "localPath": str(data / "qa"), "subsets": ["example"]}],
+                          "limit": 3, "batchSize": 1, "generation": {"maxTokens": 8, "temperature": 0}},
+        },
+    }  # fmt: skip
+    apply(kube, namespace, "QuantJob", "scored", spec)
+    qj = finished(kube, namespace, "QuantJob", "scored")
+    st = qj["status"]
+    assert st["phase"] == "Succeeded", st
+    for row in (st["base"], st["variants"][0]):
+        assert row["scores"] and {(s["dataset"], s["num"]) for s in row["scores"]} == {("general_qa", 3)}, row
+    # each output was scored by a ServeBenchmark the QuantJob owns, reconciled like any other
+    custom = client.CustomObjectsApi(kube)
+    children = {sb["metadata"]["name"]: sb for sb in
+                custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "servebenchmarks")["items"]}  # fmt: skip
+    assert set(children) == {"scored-g1-score-f16", "scored-g1-score-q4-k-m"}
+    for name, sb in children.items():
+        assert sb["metadata"]["ownerReferences"][0]["uid"] == qj["metadata"]["uid"]
+        assert sb["status"]["phase"] == "Succeeded" and sb["spec"]["model"]["path"].endswith(".gguf"), name
+        want = st["base"] if name.endswith("f16") else st["variants"][0]
+        assert sb["status"]["scores"] == want["scores"]
+    assert st["progress"]["summary"] == "3/3"
+    text = operator.scrape()
+    assert re.search(r'servelab_quant_score{[^}]*name="scored"[^}]*variant="Q4_K_M"[^}]*}', text)
+    events = {e.reason for e in client.CoreV1Api(kube).list_namespaced_event(namespace).items
+              if e.involved_object.name == "scored"}  # fmt: skip
+    assert {"Started", "StepStarted", "Succeeded"} <= events
+    # deleting the QuantJob takes its scoring runs with it (garbage collection of owned children)
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "quantjobs", "scored")
+    wait_for(
+        lambda: not custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "servebenchmarks")["items"],
+        120, "scoring ServeBenchmarks to be garbage-collected",
+    )  # fmt: skip
+
+
 def test_failures_say_why_and_keep_results(
     kube: client.ApiClient, namespace: str, operator: RunningOperator, podexec: PodExecutor,
     toolchain: dict[str, Path], data: Path, tmp_path: Path,

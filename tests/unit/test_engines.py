@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from servelab.api.servebenchmark import Engine
+from servelab.api.engine import Engine
 from servelab.engines import ENGINES, ServedModel, get
 
 pytestmark = pytest.mark.unit

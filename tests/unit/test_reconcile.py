@@ -269,3 +269,98 @@ def test_a_job_that_succeeds_without_publishing_fails_the_run() -> None:
     d = run(sb(), server=ready, jobs=stale, **started)
     failed = next(c for c in d.status.conditions if c.type == "Failed")
     assert failed.reason == "LoadFailed" and "without publishing a result" in failed.message
+
+
+def _scoring_spec(**evaluation: Any) -> QuantJobSpec:
+    return QuantJobSpec.model_validate({
+        "model": {"huggingFace": {"id": "Qwen/Qwen3-8B"}}, "method": "gptq",
+        "calibration": {"source": {"path": "/data/c.jsonl"}}, "output": {"pvc": {"claimName": "models", "path": "w4"}},
+        "placement": {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L40S"}},
+        "evaluation": {"evalscope": {"datasets": [{"name": "math_500", "localPath": "/data/math"}], "limit": 50},
+                       **evaluation},
+    })  # fmt: skip
+
+
+QUANTIZED = {
+    "base": {"name": "BASE", "path": "Qwen/Qwen3-8B", "sizeBytes": 16_000},
+    "variants": [
+        {"name": "W4A16-G128", "path": "/models/models/w4", "sizeBytes": 5_000, "durationSeconds": 3}
+    ],
+}
+
+
+def test_quantjob_scores_each_output_with_a_child_servebenchmark_then_succeeds() -> None:
+    spec = _scoring_spec(engine={"name": "vllm", "maxModelLen": 4096})
+    owner = Owner("QuantJob", "q", "ns", "uid-q", 1)
+    quantized = {
+        "jobs": {"quantize": JobState("q-g1-quantize", succeeded=True)},
+        "results": {"quantize": QUANTIZED},
+    }
+    start = decide_quantjob(
+        owner, spec, Observed(generation=1, status={}, now=NOW), SETTINGS
+    ).status.to_wire()
+
+    # quantized: the base model's scoring run is created first, owned by the QuantJob, not yet Succeeded
+    d = decide_quantjob(owner, spec, Observed(generation=1, status=start, now=NOW, **quantized), SETTINGS)
+    assert d.status.phase == "Running" and kinds(d.create) == ["ServeBenchmark"]
+    base = d.create[0]
+    assert base["metadata"]["name"] == "q-g1-score-base"
+    assert base["metadata"]["ownerReferences"][0]["uid"] == "uid-q"
+    assert base["spec"]["model"]["huggingFace"]["id"] == "Qwen/Qwen3-8B"  # the source model, as it came
+    assert base["spec"]["engine"]["name"] == "vllm" and base["spec"]["engine"]["maxModelLen"] == 4096
+    assert base["spec"]["evaluations"][0]["datasets"][0]["name"] == "math_500"
+    assert base["spec"]["placement"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L40S"}
+    ServeBenchmarkSpec.model_validate(base["spec"])  # a valid spec for the apiserver's schema too
+
+    score = {"dataset": "math_500", "metric": "acc", "num": 50}
+    running = {"status": {"phase": "Running", "message": "eval 1"}}
+    done_base = {"status": {"phase": "Succeeded", "scores": [{**score, "score": 0.62}]}}
+    s1 = d.status.to_wire()
+    d = decide_quantjob(owner, spec, Observed(generation=1, status=s1, now=NOW, **quantized,
+                        benchmarks={"q-g1-score-base": running}), SETTINGS)  # fmt: skip
+    assert d.create == [] and d.status.phase == "Running" and "score BASE" in (d.status.progress.step or "")
+
+    # the base is scored: the quantized output is next, served from its place on the output PVC
+    d = decide_quantjob(owner, spec, Observed(generation=1, status=d.status.to_wire(), now=NOW, **quantized,
+                        benchmarks={"q-g1-score-base": done_base}), SETTINGS)  # fmt: skip
+    child = d.create[0]
+    assert child["metadata"]["name"] == "q-g1-score-w4a16-g128"
+    assert child["spec"]["model"]["pvc"] == {"claimName": "models", "path": "w4"}
+    assert d.status.base is not None and d.status.base.scores[0].score == 0.62
+
+    done_q = {"status": {"phase": "Succeeded", "scores": [{**score, "score": 0.58}]}}
+    d = decide_quantjob(owner, spec, Observed(generation=1, status=d.status.to_wire(), now=NOW, **quantized,
+                        benchmarks={"q-g1-score-base": done_base, "q-g1-score-w4a16-g128": done_q}), SETTINGS)  # fmt: skip
+    assert d.status.phase == "Succeeded" and d.create == []
+    assert [s.score for s in d.status.variants[0].scores] == [0.58]
+    assert (
+        "math_500 0.580" in (d.status.summary.headline or "")
+        and "base math_500 0.620" in d.status.summary.headline
+    )
+
+
+def test_quantjob_scoring_failure_is_eval_failed_and_keeps_the_quantization() -> None:
+    spec = _scoring_spec(includeBase=False)
+    owner = Owner("QuantJob", "q", "ns", "uid-q", 1)
+    start = decide_quantjob(
+        owner, spec, Observed(generation=1, status={}, now=NOW), SETTINGS
+    ).status.to_wire()
+    failed = {"status": {"phase": "Failed", "message": "ServerNotReady: not ready within 1800s"}}
+    d = decide_quantjob(owner, spec, Observed(generation=1, status=start, now=NOW,
+                        jobs={"quantize": JobState("j", succeeded=True)}, results={"quantize": QUANTIZED},
+                        benchmarks={"q-g1-score-w4a16-g128": failed}), SETTINGS)  # fmt: skip
+    cond = next(c for c in d.status.conditions if c.type == "Failed")
+    assert d.status.phase == "Failed" and cond.reason == "EvalFailed" and "ServerNotReady" in cond.message
+    assert d.status.variants[0].size_bytes == 5_000  # what was measured before stays
+
+
+def test_quantjob_evaluation_engine_needs_evalscope() -> None:
+    from servelab.api.validate import SpecError, validate_resource
+
+    spec = _scoring_spec().to_wire()
+    del spec["evaluation"]["evalscope"]
+    spec["evaluation"]["engine"] = {"name": "vllm"}
+    with pytest.raises(
+        SpecError, match=r"spec\.evaluation\.engine is only used with spec\.evaluation\.evalscope"
+    ):
+        validate_resource("QuantJob", "q", spec)

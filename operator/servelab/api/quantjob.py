@@ -17,7 +17,8 @@ from servelab.api.common import (
     Resources,
     SecretKeyRef,
 )
-from servelab.api.results import EvalScore, QuantVariantResult
+from servelab.api.engine import Engine
+from servelab.api.results import QuantVariantResult
 
 QuantMethod = Literal["gptq", "awq", "fp8-dynamic", "w8a8", "w4a8", "gguf"]
 GgufType = Literal[
@@ -143,11 +144,35 @@ class Evaluation(ApiModel):
 
 
 class QuantEvaluation(ApiModel):
+    """What quantization cost: perplexity (and KL divergence) on a text, and task scores of each output
+    served by an engine and evaluated with evalscope, next to the unquantized model's."""
+
+    __cel__ = [
+        ("!has(self.engine) || has(self.evalscope)",
+         "spec.evaluation.engine is only used with spec.evaluation.evalscope", ".engine"),
+    ]  # fmt: skip
+
     perplexity: PerplexityEval | None = Field(None, description="Perplexity of base and quantized model.")
     evalscope: Evaluation | None = Field(
         None,
-        description="Task scores of the quantized model, served. Not run by this version yet: use a "
-        "ServeBenchmark with quantJobRef and evaluations (a Warning event says so).",
+        description="Task scores: after quantizing, each output (and the base model, see includeBase) is "
+        "served by `engine` in a child ServeBenchmark and evaluated; scores land in status.variants[].scores "
+        "and status.base.scores.",
+    )
+    engine: Engine | None = Field(
+        None,
+        description="How outputs are served for evalscope (default: llamacpp for method gguf, vllm otherwise).",
+    )
+    include_base: bool = Field(
+        True, description="Also score the unquantized model (the F16 GGUF, or the source model)."
+    )
+    variants: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Outputs to score, by name (e.g. IQ4_XS); default: every output.",
+    )
+    server_ready_seconds: int = Field(
+        1800, ge=10, le=86400, description="Time each scoring server has to become ready."
     )
 
 
@@ -200,7 +225,6 @@ class QuantJobStatus(CommonStatus):
     output: str | None = Field(None, description="Resolved output location.")
     base: QuantVariantResult | None = Field(None, description="The unquantized model's measurements.")
     variants: list[QuantVariantResult] = Field(default_factory=list, max_length=32, description="Outputs.")
-    scores: list[EvalScore] = Field(default_factory=list, max_length=256, description="Task scores.")
     summary: QuantJobSummary | None = None
     provenance: dict[str, str] = Field(
         default_factory=dict, description="Images, versions, node, GPU product."

@@ -88,6 +88,18 @@ class Kube:
                 ]
             else:
                 obs.server = self._server_state(ns, dep)
+        if owner.kind == "QuantJob":  # its scoring runs
+            listed = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, ns, "servebenchmarks", label_selector=selector
+            )
+            for sb in listed["items"]:
+                meta = sb.get("metadata", {})
+                if not any(r.get("uid") == owner.uid for r in meta.get("ownerReferences") or []):
+                    continue
+                if (meta.get("labels") or {}).get(f"{p}/generation") != current:
+                    obs.stale.append((f"{GROUP}/{VERSION}", "ServeBenchmark", meta["name"]))
+                else:
+                    obs.benchmarks[meta["name"]] = sb
         if quantjob:
             try:
                 obs.quantjob = self.custom.get_namespaced_custom_object(
@@ -150,6 +162,9 @@ class Kube:
             "Role": lambda: self.rbac.create_namespaced_role(ns, obj),
             "RoleBinding": lambda: self.rbac.create_namespaced_role_binding(ns, obj),
             "ConfigMap": lambda: self.core.create_namespaced_config_map(ns, obj),
+            "ServeBenchmark": lambda: self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, ns, "servebenchmarks", obj
+            ),
         }
         try:
             fns[kind]()
@@ -166,6 +181,9 @@ class Kube:
             "Service": lambda: self.core.delete_namespaced_service(name, ns, body=body),
             "Job": lambda: self.batch.delete_namespaced_job(name, ns, body=body),
             "ConfigMap": lambda: self.core.delete_namespaced_config_map(name, ns, body=body),
+            "ServeBenchmark": lambda: self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, ns, "servebenchmarks", name, body=body
+            ),
         }
         try:
             fns[kind]()

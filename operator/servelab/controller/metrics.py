@@ -58,6 +58,12 @@ score = Gauge(
     [*BENCH, "dataset", "metric", "subset"],
     registry=REGISTRY,
 )
+quant_score = Gauge(
+    "servelab_quant_score",
+    "Task score of a QuantJob output (or the base), served and evaluated with evalscope.",
+    ["namespace", "name", "method", "variant", "dataset", "metric", "subset"],
+    registry=REGISTRY,
+)
 quant_duration = Gauge(
     "servelab_quant_duration_seconds",
     "Time a quantization took.",
@@ -156,3 +162,5 @@ def observe(kind: str, body: dict[str, Any]) -> None:
                          (quant_ppl, variant.perplexity)):  # fmt: skip
                 if v is not None:
                     _set(key, g, labels, float(v))
+            for sc in variant.scores:
+                _set(key, quant_score, [*labels, sc.dataset, sc.metric, sc.subset or ""], sc.score)

@@ -23,7 +23,7 @@ from servelab.controller.render import Obj, Owner
 from servelab.controller.settings import Settings
 from servelab.engines import ServedModel
 from servelab.engines import get as get_engine
-from servelab.plan import NO_QUANT_EVAL, BenchmarkPlan, compile_benchmark, compile_quantjob, model_location
+from servelab.plan import BenchmarkPlan, compile_benchmark, compile_quantjob, model_location, quant_score_runs
 
 QUANTJOB_GRACE_SECONDS = 60  # a referenced QuantJob may be applied moments after the benchmark
 
@@ -72,6 +72,7 @@ class Observed:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # by step id, current generation
     stale: list[tuple[str, str, str]] = field(default_factory=list)  # (apiVersion, kind, name) of old runs
     quantjob: dict[str, Any] | None = None  # the referenced QuantJob's body, if it exists
+    benchmarks: dict[str, dict[str, Any]] = field(default_factory=dict)  # a QuantJob's scoring runs, by name
 
 
 @dataclass
@@ -289,8 +290,6 @@ def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed, settings: S
         st.start(status, gen, len(plan.steps))
         status.start_time = obs.now.strftime("%Y-%m-%dT%H:%M:%SZ")
         d.event("Started", f"quantization of generation {gen} started")
-        if spec.evaluation and spec.evaluation.evalscope:
-            d.event("EvalNotRun", NO_QUANT_EVAL, "Warning")
     status.phase, status.model, status.output = "Running", model, output
     step = plan.steps[0]
     job, result = obs.jobs.get(step.id), obs.results.get(step.id)
@@ -330,11 +329,45 @@ def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed, settings: S
         d.event("QuantizeFailed", status.message or "", "Warning")
         return d
     if job.succeeded and result is not None:
-        st.step(status, "done", 1, 1)
-        st.succeed(status, f"{len(status.variants)} output(s) in {output}", gen)
-        d.event("Succeeded", status.message or "")
-        return d
+        return _score_quantjob(d, owner, spec, obs, settings, output)
     st.step(status, step.title, 0, 1)
+    return d
+
+
+def _score_quantjob(
+    d: Decision, owner: Owner, spec: QuantJobSpec, obs: Observed, settings: Settings, output: str
+) -> Decision:
+    """After quantizing: one child ServeBenchmark per output to score, one at a time (they would compete
+    for the same GPUs); scores are folded from the children's status on every tick."""
+    status = d.status
+    assert isinstance(status, QuantJobStatus)
+    gen = obs.generation
+    runs = quant_score_runs(spec, status)
+    total = 1 + len(runs)
+    for i, run in enumerate(runs, start=1):
+        name = owner.child(run.suffix)
+        child = obs.benchmarks.get(name)
+        if child is None:
+            d.create.append(render.score_benchmark(owner, name, run, settings))
+            st.step(status, f"score {run.variant} ({i}/{len(runs)})", i, total)
+            d.event("StepStarted", f"score {run.variant}: ServeBenchmark {name}")
+            return d
+        cstatus = ServeBenchmarkStatus.model_validate(child.get("status") or {})
+        st.fold_variant_scores(status, run.variant, cstatus.scores)
+        if cstatus.phase == "Failed":
+            message = f"scoring {run.variant} (ServeBenchmark {name}): {cstatus.message}"
+            st.fail(status, "EvalFailed", message, gen)
+            d.event("EvalFailed", message, "Warning")
+            return d
+        if cstatus.phase != "Succeeded":
+            st.step(
+                status, f"score {run.variant} ({i}/{len(runs)}): {cstatus.message or 'pending'}", i, total
+            )
+            return d
+    st.step(status, "done", total, total)
+    scored = f", {len(runs)} scored" if runs else ""
+    st.succeed(status, f"{len(status.variants)} output(s) in {output}{scored}", gen)
+    d.event("Succeeded", status.message or "")
     return d
 
 

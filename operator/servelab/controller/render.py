@@ -11,12 +11,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from servelab import API_VERSION
+from servelab import API_VERSION, GROUP, VERSION
 from servelab.api.common import ModelSource, Placement, SecretKeyRef
 from servelab.api.servebenchmark import ServeBenchmarkSpec
 from servelab.controller.settings import Settings
 from servelab.engines import ServerLaunch
-from servelab.plan import WorkerStep, dns_name
+from servelab.plan import ScoreRun, WorkerStep, dns_name
 
 Obj = dict[str, Any]
 MANAGED_BY = {"app.kubernetes.io/managed-by": "servelab", "app.kubernetes.io/part-of": "servelab"}
@@ -198,4 +198,14 @@ def worker_job(owner: Owner, step: WorkerStep, settings: Settings, placement: Pl
         "apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(owner, owner.child(step.id), labels),
         "spec": {"backoffLimit": 0, "activeDeadlineSeconds": step.timeout_seconds,
                  "template": {"metadata": {"labels": labels}, "spec": pod}},
+    }  # fmt: skip
+
+
+def score_benchmark(owner: Owner, name: str, run: ScoreRun, settings: Settings) -> Obj:
+    """A QuantJob's scoring run: a ServeBenchmark owned by the QuantJob (deleted with it), which the
+    operator reconciles like any other; the QuantJob folds its scores from the child's status."""
+    labels = {**owner.labels("score", settings.prefix), f"{settings.prefix}/variant": dns_name(run.variant)}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ServeBenchmark", "metadata": _meta(owner, name, labels),
+        "spec": run.spec.to_wire(),
     }  # fmt: skip

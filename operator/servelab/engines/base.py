@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from servelab.api.servebenchmark import Engine
+from servelab.api.engine import Engine
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from servelab.api.servebenchmark import Engine
+from servelab.api.engine import Engine
 from servelab.engines.base import EngineAdapter, ServedModel, flag
 
 

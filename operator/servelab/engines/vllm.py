@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from servelab.api.servebenchmark import Engine
+from servelab.api.engine import Engine
 from servelab.engines.base import EngineAdapter, ServedModel, flag
 
 

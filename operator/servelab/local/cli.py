@@ -52,6 +52,9 @@ def execute(resources: list[Resource], runs_dir: Path, chart: Path | None = None
     elapsed = time.monotonic() - t0
     for name, qs in quant.items():
         print(f"\nQuantJob {name}: {qs.phase} — {qs.message}\n{report.quant_table(qs)}")
+        scores = report.quant_scores_table(qs)
+        if scores:
+            print(f"task scores of each output:\n{scores}")
     for name, bs in bench.items():
         print(
             f"\nServeBenchmark {name}: {bs.phase} — {bs.message}  (model {bs.model}, quant {bs.quantization})"

@@ -25,18 +25,19 @@ from typing import Any
 
 import yaml
 
+from servelab import API_VERSION
 from servelab import status as st
 from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
 from servelab.api.servebenchmark import ServeBenchmarkSpec, ServeBenchmarkStatus
 from servelab.engines import ServedModel
 from servelab.manifests import Resource
 from servelab.plan import (
-    NO_QUANT_EVAL,
     BenchmarkPlan,
     WorkerStep,
     compile_benchmark,
     compile_quantjob,
     model_location,
+    quant_score_runs,
 )
 
 Log = Callable[[str], None]
@@ -212,12 +213,16 @@ class LocalExecutor:
         d = self._dir(res)
         output = expand(spec.output.path, env) if spec.output.path else str(d / "output")
         plan = compile_quantjob(spec, model, output, str(d))
-        if spec.evaluation and spec.evaluation.evalscope:
-            self.log(f"quantjob/{res.name}: warning: {NO_QUANT_EVAL}")
         status = st.start(QuantJobStatus(model=model, output=output), 1, len(plan.steps))
         status.artifacts = str(d)
         self._write(res, status)
         t0 = time.monotonic()
+
+        def done(status: QuantJobStatus) -> QuantJobStatus:
+            self._write(res, status)
+            self.quant_results[res.name] = status
+            return status
+
         for i, step in enumerate(plan.steps):
             st.step(status, step.title, i, len(plan.steps))
             self._write(res, status)
@@ -228,14 +233,29 @@ class LocalExecutor:
             if rc != 0:
                 reason = (result or {}).get("reason") or f"exit code {rc}; see {d / (step.id + '.log')}"
                 st.fail(status, "QuantizeFailed", str(reason), 1)
-                self._write(res, status)
-                self.quant_results[res.name] = status
-                return status
-        st.step(status, "done", len(plan.steps), len(plan.steps))
-        st.succeed(status, f"{len(status.variants)} variant(s) in {output}", 1)
-        self._write(res, status)
-        self.quant_results[res.name] = status
-        return status
+                return done(status)
+        # task scores: each output served and evaluated, as the operator does with child ServeBenchmarks
+        runs = quant_score_runs(spec, status)
+        total = len(plan.steps) + len(runs)
+        for i, run in enumerate(runs, start=len(plan.steps)):
+            st.step(status, f"score {run.variant} ({i - len(plan.steps) + 1}/{len(runs)})", i, total)
+            self._write(res, status)
+            name = f"{res.name}-{run.suffix}"
+            self.log(f"[{time.monotonic() - t0:6.1f}s] quantjob/{res.name}: score {run.variant} "
+                     f"(servebenchmark/{name})")  # fmt: skip
+            body = {"apiVersion": API_VERSION, "kind": "ServeBenchmark", "metadata": {"name": name},
+                    "spec": run.spec.to_wire()}  # fmt: skip
+            child = self.run_benchmark(Resource("ServeBenchmark", name, res.namespace, body, res.source))
+            st.fold_variant_scores(status, run.variant, child.scores)
+            if child.phase != "Succeeded":
+                st.fail(
+                    status, "EvalFailed", f"scoring {run.variant} (servebenchmark/{name}): {child.message}", 1
+                )
+                return done(status)
+        st.step(status, "done", total, total)
+        scored = f", {len(runs)} scored" if runs else ""
+        st.succeed(status, f"{len(status.variants)} variant(s) in {output}{scored}", 1)
+        return done(status)
 
     def resolve_model(self, spec: ServeBenchmarkSpec) -> tuple[ServedModel, str | None]:
         """The model a benchmark serves, and its quantization label."""

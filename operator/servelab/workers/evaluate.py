@@ -1,8 +1,13 @@
 """`servelab worker eval`: `evalscope eval --eval-type openai_api` against a served model, offline.
 
 Runs in the `evalscope` image/environment. Data sets come from local files (`--dataset-args` with
-`local_path`, e.g. general_qa jsonl with `query`/`response`, general_mcq csv/jsonl); the hubs are
-kept offline. The reports (`<work>/reports/<model>/<dataset>.json`, schema_version 2) are parsed
+`local_path`): general_qa jsonl with `query`/`response`, general_mcq csv/jsonl, or a directory laid
+out like the hub data set (math_500: `test.jsonl`; ifeval: one `*.jsonl`, read as split `train`).
+The hubs are kept offline. Benchmarks scored with NLTK data (ifeval: the `punkt_tab` sentence
+tokenizer) find it on NLTK's search path: `--nltk-data`, `NLTK_DATA`, the image's
+`/usr/local/share/nltk_data`. It is looked up before evalscope starts, because evalscope would
+otherwise download it in the middle of scoring and, offline, leave those samples unscored.
+The reports (`<work>/reports/<model>/<dataset>.json`, schema_version 2) are parsed
 into `EvalScore` rows: one per metric and subset, plus an OVERALL row when a metric has several
 subsets.
 """
@@ -10,10 +15,11 @@ subsets.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory (evalscope work dir, logs)")
     p.add_argument("--result", default=None, help="result sink: file:PATH or configmap:NS/NAME/KEY")
     p.add_argument("--evalscope", default=None, help="evalscope executable (default: next to python)")
+    p.add_argument(
+        "--nltk-data",
+        type=Path,
+        default=None,
+        help="NLTK data directory (tokenizers/punkt_tab/...) put first on NLTK_DATA for evalscope",
+    )
+
+
+# NLTK resources that evalscope 1.14.1 loads while scoring these benchmarks (nltk.data.find names).
+# When one is missing, evalscope's ifeval and ifbench (utils.resource_utils.check_nltk_data) download it
+# from a mirror in the middle of scoring; offline that fails, after retries, inside each sample's
+# scoring, which evalscope logs before scoring the sample with nothing (multi_if just fails to load it).
+# So they are looked up before evalscope runs.
+NLTK_RESOURCES: dict[str, tuple[str, ...]] = {
+    "ifeval": ("tokenizers/punkt_tab/english/",),
+    "multi_if": ("tokenizers/punkt_tab/english/",),
+    "ifbench": ("tokenizers/punkt_tab/english/", "corpora/stopwords"),
+}
+
+
+def missing_nltk_data(datasets: Sequence[str], search: Sequence[str]) -> list[str]:
+    """NLTK resources the data sets need that are neither in `search` nor on NLTK's default path.
+
+    Empty when nothing is needed, or when nltk cannot be imported here (evalscope runs elsewhere).
+    """
+    needed = sorted({r for d in datasets for r in NLTK_RESOURCES.get(d, ())})
+    if not needed:
+        return []
+    try:
+        nltk_data = importlib.import_module("nltk.data")
+    except ImportError:
+        return []
+    paths = [*search, *nltk_data.path]
+    missing = []
+    for resource in needed:
+        try:
+            nltk_data.find(resource, paths=paths)
+        except LookupError:
+            missing.append(resource)
+    return missing
 
 
 def metric_name(metric: Mapping[str, Any]) -> str:
@@ -119,6 +165,19 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         cmd += ["--limit", str(args.limit)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     env.setdefault("MODELSCOPE_OFFLINE", "1")
+    if args.nltk_data is not None:
+        env["NLTK_DATA"] = os.pathsep.join(
+            p for p in (str(args.nltk_data.resolve()), env.get("NLTK_DATA", "")) if p
+        )
+    search = [p for p in env.get("NLTK_DATA", "").split(os.pathsep) if p]
+    missing_nltk = missing_nltk_data(args.datasets, search)
+    if missing_nltk:
+        raise WorkerError(
+            f"NLTK data {', '.join(missing_nltk)} (needed to score {' '.join(args.datasets)}) is not on "
+            f"NLTK_DATA {search} or NLTK's default paths; evalscope would try to download it while scoring. "
+            "Install it in the image (python -m nltk.downloader -d /usr/local/share/nltk_data punkt_tab) "
+            "or pass --nltk-data DIR."
+        )
     ran = run_logged(cmd, out / "logs" / "eval.log", env=env, check=False)
     reports = find_reports(work)
     if not reports:
