@@ -334,8 +334,8 @@ def test_quantjob_scores_each_output_with_a_child_servebenchmark_then_succeeds()
     assert d.status.phase == "Succeeded" and d.create == []
     assert [s.score for s in d.status.variants[0].scores] == [0.58]
     assert (
-        "math_500 0.580" in (d.status.summary.headline or "")
-        and "base math_500 0.620" in d.status.summary.headline
+        "math_500 acc 0.580" in (d.status.summary.headline or "")
+        and "base math_500 acc 0.620" in d.status.summary.headline
     )
 
 
