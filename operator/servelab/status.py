@@ -108,6 +108,16 @@ def fold_depth(status: ServeBenchmarkStatus, rows: list[DepthPointResult]) -> No
     status.depth = sorted([r for r in status.depth if r.depth not in depths] + rows, key=lambda r: r.depth)
 
 
+def outcome(status: ServeBenchmarkStatus) -> str:
+    """What a finished benchmark measured, e.g. "3 load point(s), 19 score(s)"."""
+    parts = [
+        (len(status.results), "load point(s)"),
+        (len(status.scores), "score(s)"),
+        (len(status.depth), "depth row(s)"),
+    ]
+    return ", ".join(f"{n} {what}" for n, what in parts if n) or "nothing measured"
+
+
 def step_failure(kind: str, title: str, result: dict[str, Any] | None, fallback: str) -> tuple[str, str]:
     """Reason and message of a failed worker step, from what it published.
 

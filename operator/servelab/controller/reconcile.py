@@ -247,11 +247,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, sett
             d.event("StepStarted", step.title)
         return d
     st.step(status, "done", total, total)
-    st.succeed(
-        status,
-        f"{len(status.results)} load point(s), {len(status.scores)} score(s), {len(status.depth)} depth row(s)",
-        gen,
-    )
+    st.succeed(status, st.outcome(status), gen)
     d.event("Succeeded", status.message or "")
     if _teardown(spec, "Succeeded"):
         st.set_condition(status, st.READY, False, "ServerStopped", "server deleted after the run", gen)

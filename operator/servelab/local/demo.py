@@ -3,7 +3,8 @@
 Makes a tiny random-weight Qwen3-style model and local data (nothing is downloaded), then runs
 examples/local/tiny-gguf-comparison.yaml through the local executor: llama.cpp GGUF quantization
 (IQ4_XS with an importance matrix, Q4_K_M without), perplexity/KL of each, then f16 vs IQ4_XS vs
-Q4_K_M served by llama-server, an evalscope perf sweep and a tiny eval, the seeds' table and a chart.
+Q4_K_M each scored on tiny QA and math_500-format sets (the QuantJob's evalscope evaluation), and
+each served by llama-server for an evalscope perf sweep: the seeds' tables and a chart.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ QA = [
     ("What do bees make?", "Honey"),
 ]
 
+# math_500's layout (test.jsonl: problem, solution, answer, subject, level, unique_id), one row per level
+MATH = [
+    ("What is $12 + 30$?", "42", "Prealgebra", 1),
+    ("Solve for $x$: $2x + 3 = 11$.", "4", "Algebra", 2),
+    ("What is the remainder when $100$ is divided by $7$?", "2", "Number Theory", 3),
+    ("In how many ways can 3 different books be arranged on a shelf?", "6", "Counting & Probability", 4),
+    ("Find the sum of the roots of $x^2 - 5x + 6 = 0$.", "5", "Intermediate Algebra", 5),
+]
+
 
 def local_text(names: list[str]) -> str:
     """Text that exists on every machine with this Python: standard-library sources."""
@@ -43,6 +53,11 @@ def write_demo_data(root: Path) -> Path:
     qa = root / "qa"
     qa.mkdir(exist_ok=True)
     (qa / "example.jsonl").write_text("".join(json.dumps({"query": q, "response": a}) + "\n" for q, a in QA))
+    math = root / "math_500"
+    math.mkdir(exist_ok=True)
+    rows = [{"problem": p, "solution": f"The answer is $\\boxed{{{a}}}$.", "answer": a, "subject": s, "level": lv,
+             "unique_id": f"test/demo/{i}.json"} for i, (p, a, s, lv) in enumerate(MATH)]  # fmt: skip
+    (math / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
 

@@ -338,7 +338,7 @@ class LocalExecutor:
                     check_step(step, rc, result, d)
             st.set_condition(status, st.READY, False, "ServerStopped", "server stopped after the run", 1)
             st.step(status, "done", total, total)
-            st.succeed(status, f"{len(status.results)} load point(s), {len(status.scores)} score(s)", 1)
+            st.succeed(status, st.outcome(status), 1)
         except StepFailed as err:
             st.fail(status, err.reason, str(err), 1)
         finally:
