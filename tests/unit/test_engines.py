@@ -156,3 +156,12 @@ def test_every_engine_renders_host_port_and_metrics(name: str) -> None:
     assert launch.served_model_name == "tiny"
     assert launch.health_path == "/health" and launch.metrics_path == "/metrics"
     assert launch.needs_shm == (name != "llamacpp")
+
+
+@pytest.mark.parametrize("name", ["vllm", "sglang"])
+def test_without_served_model_name_clients_use_the_name_the_engine_registers(name: str) -> None:
+    """vLLM and SGLang answer to the model path or Hub id they were given when no name is set: the load
+    and eval workers must send that, not a name the server has never heard of (an HTTP 404)."""
+    launch = get(name).launch(Engine(name=name), ServedModel("/models/q/fp8", name="fp8"))
+    assert launch.served_model_name == "/models/q/fp8"
+    assert "--served-model-name" not in launch.command

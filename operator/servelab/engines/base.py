@@ -18,7 +18,7 @@ class ServedModel:
 
     location: str
     tokenizer: str | None = None
-    name: str = "model"  # name clients use when the spec sets no servedModelName
+    name: str = "model"  # what clients call it when the spec sets no servedModelName, if the engine allows
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,11 @@ class EngineAdapter(ABC):
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
         """The full command line (program and arguments), typed options first, extraArgs last."""
 
+    def default_served_name(self, model: ServedModel) -> str:
+        """The name the server answers to when the spec sets no servedModelName: vLLM and SGLang register
+        the model under the path or Hub id they were given."""
+        return model.location
+
     def env(self, engine: Engine) -> dict[str, str]:
         return {e.name: e.value for e in engine.env}
 
@@ -63,7 +68,7 @@ class EngineAdapter(ABC):
             port=port,
             health_path=self.health_path,
             metrics_path=self.metrics_path,
-            served_model_name=engine.served_model_name or model.name,
+            served_model_name=engine.served_model_name or self.default_served_name(model),
             needs_shm=self.needs_shm,
             secret_env=self.secret_env(engine),
         )

@@ -15,6 +15,9 @@ class LlamaCpp(EngineAdapter):
     def __init__(self, program: str = "llama-server") -> None:
         self.program = program
 
+    def default_served_name(self, model: ServedModel) -> str:
+        return model.name  # llama-server answers to any model name
+
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
         a = [self.program, "-m", model.location]
         flag(a, "-c", engine.max_model_len)
