@@ -187,11 +187,7 @@ class PodExecutor:
     def _local(self, command: list[str]) -> tuple[list[str], dict[str, str]]:
         """Map the container's program to this machine's build of it (same arguments)."""
         if command[:2] == ["servelab", "worker"]:
-            image = command[2]
-            kind = {"perf": "evalscope", "eval": "evalscope", "depth": "evalscope", "gguf": "llamacpp",
-                    "quantize": "llmcompressor"}[image]  # fmt: skip
-            step = WorkerStep(id="pod", title="pod", image=kind, argv=command, result="points",  # type: ignore[arg-type]
-                              timeout_seconds=0)  # fmt: skip
+            step = WorkerStep(id="pod", title="pod", argv=command, result="points", timeout_seconds=0)
             return self.toolchain.worker_argv(step)
         engine = {"llama-server": "llamacpp", "vllm": "vllm"}.get(Path(command[0]).name)
         if engine is None:

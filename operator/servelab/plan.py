@@ -22,16 +22,25 @@ ResultKind = Literal["points", "depth", "scores", "quant", "warmup"]
 Image = Literal["evalscope", "llamacpp", "llmcompressor"]
 
 
+# Which worker image runs each `servelab worker <command>` (the images under images/): the one table the
+# operator (Job images), the local executor and the local pod runner all read.
+WORKER_IMAGE: dict[str, Image] = {"perf": "evalscope", "eval": "evalscope", "depth": "evalscope",
+                                  "gguf": "llamacpp", "quantize": "llmcompressor"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class WorkerStep:
     id: str  # deterministic and DNS-safe: the Job name suffix and the artifacts sub-directory
     title: str  # what progress shows, e.g. "load 2/5 (parallel 10, number 30)"
-    image: Image
     argv: list[str]  # starts with "servelab", "worker"
     result: ResultKind
     timeout_seconds: int
     env: dict[str, str] = field(default_factory=dict)
     gpus: int = 0
+
+    @property
+    def image(self) -> Image:
+        return WORKER_IMAGE[self.argv[2]]
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,7 @@ def compile_benchmark(
         metrics = ["--metrics-url", f"{server_url}{launch.metrics_path}" if launch.metrics_path else "none"]
         if load.warmup_requests:
             steps.append(WorkerStep(
-                id="warmup", title=f"warm-up ({load.warmup_requests} requests)", image="evalscope",
+                id="warmup", title=f"warm-up ({load.warmup_requests} requests)",
                 argv=["servelab", "worker", "perf", *shape, "--metrics-url", "none", "--parallel", "1",
                       "--number", str(load.warmup_requests), "--min-success-rate", "0",
                       "--out", f"{artifacts}/warmup"],
@@ -128,7 +137,7 @@ def compile_benchmark(
         for i, (p, n) in enumerate(zip(load.parallel, load.number, strict=True)):
             # each point draws fresh random prompts (offset), so no point hits another's prefix cache
             steps.append(WorkerStep(
-                id=f"load-{i}", title=f"load {i + 1}/{total} (parallel {p}, number {n})", image="evalscope",
+                id=f"load-{i}", title=f"load {i + 1}/{total} (parallel {p}, number {n})",
                 argv=["servelab", "worker", "perf", *shape, *metrics, "--parallel", str(p), "--number", str(n),
                       "--dataset-offset", str(offset), "--min-success-rate", str(load.min_success_rate),
                       "--out", f"{artifacts}/load-{i}"],
@@ -138,7 +147,7 @@ def compile_benchmark(
     if spec.context_sweep:
         sweep = spec.context_sweep
         steps.append(WorkerStep(
-            id="depth", title=f"context sweep (depths {', '.join(map(str, sweep.depths))})", image="evalscope",
+            id="depth", title=f"context sweep (depths {', '.join(map(str, sweep.depths))})",
             argv=["servelab", "worker", "depth", "--url", base, "--model", name, "--tokenizer-path", tokenizer,
                   "--depths", *map(str, sweep.depths), "--prompt-tokens", str(sweep.prompt_tokens),
                   "--gen-tokens", str(sweep.gen_tokens), "--repetitions", str(sweep.runs),
@@ -172,7 +181,7 @@ def compile_benchmark(
             ]
         steps.append(WorkerStep(
             id=f"eval-{i}", title=f"eval {ev.name or i + 1} ({', '.join(names)})",
-            image="evalscope", argv=argv, result="scores", timeout_seconds=ev.timeout_seconds or 21600,
+            argv=argv, result="scores", timeout_seconds=ev.timeout_seconds or 21600,
         ))  # fmt: skip
     return BenchmarkPlan(
         server=launch, model=model, steps=steps,
@@ -204,7 +213,6 @@ def compile_quantjob(spec: QuantJobSpec, model: str, output: str, artifacts: str
                 argv += ["--chunks", str(ev.chunks)]
             if not ev.kl_divergence:
                 argv.append("--no-kld")
-        image: Image = "llamacpp"
     else:
         c = spec.compressor
         argv = ["servelab", "worker", "quantize", "--model", model, "--method", spec.method, "--out", output]
@@ -226,10 +234,9 @@ def compile_quantjob(spec: QuantJobSpec, model: str, output: str, artifacts: str
                 argv += ["--eval-chunks", str(ev.chunks)]
             if not ev.kl_divergence:
                 argv.append("--no-kld")
-        image = "llmcompressor"
     gpus = spec.resources.gpus if spec.resources and spec.resources.gpus is not None else 1
     step = WorkerStep(
-        id="quantize", title=f"quantize ({spec.method})", image=image, argv=argv, result="quant",
+        id="quantize", title=f"quantize ({spec.method})", argv=argv, result="quant",
         timeout_seconds=spec.timeout_seconds, gpus=gpus,
     )  # fmt: skip
     return QuantPlan(steps=[step], output=output, total_timeout_seconds=spec.timeout_seconds)

@@ -189,3 +189,13 @@ def test_base_model_is_never_a_quantized_variant(with_base_key: bool) -> None:
     assert (
         chosen is not None and chosen.name == "FP8-DYNAMIC"
     )  # an unnamed reference serves the quantized one
+
+
+def test_every_worker_command_has_an_image_with_requirements() -> None:
+    from servelab.paths import repo_path
+    from servelab.plan import WORKER_IMAGE
+    from servelab.workers.cli import KINDS
+
+    assert set(WORKER_IMAGE) == set(KINDS)
+    for image in set(WORKER_IMAGE.values()):
+        assert repo_path("images", image, "requirements.txt").is_file(), image

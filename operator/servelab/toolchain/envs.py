@@ -5,7 +5,8 @@ file's bytes (and those of files it includes with `-r`/`-c`, such as a constrain
 version and the machine architecture: editing the requirements builds a new
 environment next to the old one (delete stale ones by hand or with `prune_envs`). A build goes to a
 temporary directory that is renamed into place when pip has finished, so an environment directory
-that exists is complete. Concurrent callers serialise on a lock file.
+that exists is complete. Concurrent callers serialise on a lock file. uv installs when it is there
+(the project's dev extra brings it; SERVELAB_INSTALLER=pip forces pip), pip otherwise.
 
 How servelab gets into an environment: it is NOT installed there. Workers run with the source tree's
 `operator/` directory on PYTHONPATH (`worker_environ()` / `worker_command()` set that up), so one
@@ -122,7 +123,43 @@ def _relocate(tmp: Path, final: Path) -> None:
     for path in candidates:
         data = path.read_bytes()
         if old in data and b"\0" not in data[:1024]:
+            mode = path.stat().st_mode
+            path.unlink()  # a new file: never write through a hard link into an installer's cache
             path.write_bytes(data.replace(old, new))
+            path.chmod(mode)
+
+
+def _uv() -> str | None:
+    """uv (from the project's environment or PATH) unless SERVELAB_INSTALLER=pip."""
+    if os.environ.get("SERVELAB_INSTALLER", "uv") == "pip":
+        return None
+    beside = Path(sys.executable).parent / "uv"
+    return str(beside) if beside.is_file() else shutil.which("uv")
+
+
+def _installer_env() -> dict[str, str]:
+    """uv with the machine's certificate settings and pip's patience (it reads neither from pip's config)."""
+    env = dict(os.environ)
+    env.setdefault("UV_NATIVE_TLS", "1")
+    if env.get("PIP_CERT") and "SSL_CERT_FILE" not in env:
+        env["SSL_CERT_FILE"] = env["PIP_CERT"]
+    env.setdefault("UV_HTTP_TIMEOUT", env.get("PIP_DEFAULT_TIMEOUT", "180"))
+    return env
+
+
+def installer(py: str) -> dict[str, list[str]]:
+    """Install, uninstall and freeze commands for the environment whose python is `py`.
+
+    uv when available: parallel downloads and one shared cache (`~/.cache/uv`), so torch is fetched
+    once for the four environments that carry it and installed as hard links; pip otherwise. Both
+    read the same requirements files (with their -r/-c includes)."""
+    uv = _uv()
+    if uv:
+        return {"install": [uv, "pip", "install", "--python", py], "uninstall": [uv, "pip", "uninstall", "--python", py],
+                "freeze": [uv, "pip", "freeze", "--python", py]}  # fmt: skip
+    return {"install": [py, "-m", "pip", "install", "--disable-pip-version-check"],
+            "uninstall": [py, "-m", "pip", "uninstall", "-y"],
+            "freeze": [py, "-m", "pip", "freeze", "--disable-pip-version-check"]}  # fmt: skip
 
 
 def _dir_size(path: Path) -> int:
@@ -148,31 +185,29 @@ def ensure_env(name: str) -> Path:
         started = time.monotonic()
         try:
             with log.open("w") as fh:
+                env = _installer_env()
 
                 def step(cmd: Sequence[str]) -> None:
                     fh.write("$ " + " ".join(cmd) + "\n")
                     fh.flush()
-                    rc = subprocess.run(list(cmd), stdout=fh, stderr=subprocess.STDOUT).returncode
+                    rc = subprocess.run(list(cmd), stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
                     if rc != 0:
                         raise EnvError(f"{' '.join(cmd[:4])} ... failed (rc={rc}); see {log}")
 
                 step([sys.executable, "-m", "venv", "--prompt", final.name, str(tmp)])
                 py = str(tmp / "bin" / "python")
-                step([py, "-m", "pip", "install", "--disable-pip-version-check", "-r", str(req)])
+                cmds = installer(py)
+                step([*cmds["install"], "-r", str(req)])
                 uninstall = _directives(req).get("uninstall", [])
                 if uninstall:
-                    step([py, "-m", "pip", "uninstall", "-y", *uninstall])
+                    step([*cmds["uninstall"], *uninstall])
                 nodeps = nodeps_file(name)
                 if nodeps is not None:
-                    pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps"]
-                    step([*pip, "-r", str(nodeps)])
+                    step([*cmds["install"], "--no-deps", "-r", str(nodeps)])
                 if os.environ.get("SERVELAB_PIP_CHECK"):
                     step([py, "-m", "pip", "check"])
                 frozen = subprocess.run(
-                    [py, "-m", "pip", "freeze", "--disable-pip-version-check"],
-                    capture_output=True,
-                    text=True,
-                    check=True,
+                    cmds["freeze"], capture_output=True, text=True, check=True, env=env
                 ).stdout.split()
             _relocate(tmp, final)
             info = {
@@ -247,16 +282,29 @@ def prune_envs(name: str) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m servelab.toolchain.envs NAME...`: build the environments and print their paths."""
-    names = list(sys.argv[1:] if argv is None else argv)
-    if not names:
-        print("usage: python -m servelab.toolchain.envs NAME [NAME ...]", file=sys.stderr)
-        return 2
-    for name in names:
+    """`python -m servelab.toolchain.envs [--jobs N] NAME...`: build the environments (N at a time: the
+    builds mostly wait on downloads) and print their paths, install times and sizes."""
+    import argparse
+    from concurrent.futures import ThreadPoolExecutor
+
+    parser = argparse.ArgumentParser(prog="python -m servelab.toolchain.envs")
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("SERVELAB_ENV_JOBS", "3")))
+    parser.add_argument("names", nargs="+")
+    args = parser.parse_args(argv)
+
+    def build(name: str) -> str:
         path = ensure_env(name)
         info = env_info(name)
-        print(f"{name}\t{path}\t{info['installSeconds']}s\t{int(str(info['sizeBytes'])) / 2**20:.0f} MiB")
-    return 0
+        line = f"{name}\t{path}\t{info['installSeconds']}s\t{int(str(info['sizeBytes'])) / 2**20:.0f} MiB"
+        print(line, flush=True)
+        return line
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(build, n) for n in args.names]
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    for err in failed:
+        print(f"error: {err}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
