@@ -355,7 +355,6 @@ def test_eval_ifeval_without_punkt_tab_fails_before_evalscope(evalscope_env: Pat
     )
     if probe.returncode == 0:
         pytest.skip("punkt_tab is installed on this machine's NLTK path")
-    started = time.monotonic()
     proc = run_worker(
         "evalscope",
         [
@@ -375,5 +374,4 @@ def test_eval_ifeval_without_punkt_tab_fails_before_evalscope(evalscope_env: Pat
     )
     assert proc.returncode != 0
     assert "tokenizers/punkt_tab/english/" in proc.stderr and "--nltk-data" in proc.stderr, proc.stderr
-    assert not (tmp_path / "out" / "logs" / "eval.log").exists()  # evalscope never ran
-    assert time.monotonic() - started < 60
+    assert not (tmp_path / "out" / "logs" / "eval.log").exists()  # evalscope never ran, so never downloaded
