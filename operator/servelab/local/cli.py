@@ -34,7 +34,10 @@ def execute(resources: list[Resource], runs_dir: Path, chart: Path | None = None
     def interrupted(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # both explicitly: a process started in the background by a non-interactive shell inherits SIGINT
+    # as ignored, and Python then leaves it so; Ctrl-C and `kill -INT` must still stop everything
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     t0 = time.monotonic()
     quant: dict[str, QuantJobStatus] = {}
     bench: dict[str, ServeBenchmarkStatus] = {}
