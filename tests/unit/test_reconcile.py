@@ -178,6 +178,21 @@ def test_quantjob_reference_waits_then_resolves_or_fails() -> None:
     assert d3.status.quantization == "IQ4_XS"
 
 
+def test_serving_a_quantjobs_base_model_mounts_where_that_model_is() -> None:
+    """The unquantized model of an llm-compressor QuantJob lives where the QuantJob read it (here its own
+    PVC), not on the output PVC: the server mounts that claim."""
+    spec = sb(model=None, quantJobRef={"name": "qj", "variant": "BASE"}, engine={"name": "vllm"})
+    qj_spec = {"model": {"pvc": {"claimName": "hub", "path": "qwen3"}}, "method": "fp8-dynamic",
+               "output": {"pvc": {"claimName": "models", "path": "fp8"}}}  # fmt: skip
+    done = {"spec": qj_spec, "status": {"phase": "Succeeded", "base": {"name": "BASE", "path": "/models/hub/qwen3"},
+                                        "variants": [{"name": "FP8-DYNAMIC", "path": "/models/models/fp8"}]}}  # fmt: skip
+    d = run(spec, quantjob=done, status=run(spec).status.to_wire())
+    c = next(o for o in d.create if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"][:3] == ["vllm", "serve", "/models/hub/qwen3"]
+    assert {"name": "model", "mountPath": "/models/hub", "readOnly": True} in c["volumeMounts"]
+    assert all(m["mountPath"] != "/models/models" for m in c["volumeMounts"])
+
+
 def test_missing_quantjob_fails_after_grace() -> None:
     spec = sb(model=None, quantJobRef={"name": "nope"})
     st0 = run(spec).status.to_wire()

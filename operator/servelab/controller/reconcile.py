@@ -23,7 +23,14 @@ from servelab.controller.render import Obj, Owner
 from servelab.controller.settings import Settings
 from servelab.engines import ServedModel
 from servelab.engines import get as get_engine
-from servelab.plan import BenchmarkPlan, compile_benchmark, compile_quantjob, model_location, quant_score_runs
+from servelab.plan import (
+    BenchmarkPlan,
+    compile_benchmark,
+    compile_quantjob,
+    model_location,
+    output_source,
+    quant_score_runs,
+)
 
 QUANTJOB_GRACE_SECONDS = 60  # a referenced QuantJob may be applied moments after the benchmark
 
@@ -107,7 +114,7 @@ def _server_children(owner: Owner) -> list[tuple[str, str, str]]:
 
 def resolve_quantjob_model(
     spec: ServeBenchmarkSpec, qj: dict[str, Any]
-) -> tuple[ServedModel, str, ModelSource | None]:
+) -> tuple[ServedModel, str, ModelSource]:
     """The model a benchmark serves from a Succeeded QuantJob (raises ValueError when it cannot)."""
     assert spec.quant_job_ref
     ref = spec.quant_job_ref
@@ -119,9 +126,8 @@ def resolve_quantjob_model(
         raise ValueError(
             f"QuantJob {ref.name} has no output {ref.variant!r} (has: {', '.join(v.name for v in candidates)})"
         )
-    tokenizer = model_location(qspec.model) if chosen.path.endswith(".gguf") else None
-    source = ModelSource(pvc=qspec.output.pvc) if qspec.output.pvc else None
-    return ServedModel(chosen.path, tokenizer, name=chosen.name), chosen.name, source
+    source = output_source(qspec, chosen.path)  # the QuantJob's scoring runs serve from the same source
+    return ServedModel(chosen.path, source.tokenizer, name=chosen.name), chosen.name, source
 
 
 def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, settings: Settings) -> Decision:
