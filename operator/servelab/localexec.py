@@ -31,7 +31,7 @@ from typing import Any
 
 from kubernetes import client
 
-from servelab.local.executor import Toolchain, expand
+from servelab.local.processes import Toolchain, expand
 from servelab.plan import WorkerStep
 
 LABEL = "servelab.dev/executor"

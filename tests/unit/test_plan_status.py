@@ -154,7 +154,7 @@ def test_local_server_that_never_answers_times_out_with_reason(tmp_path: object)
     import subprocess
     from pathlib import Path
 
-    from servelab.local.executor import StepFailed, free_port, wait_ready
+    from servelab.local.processes import StepFailed, free_port, wait_ready
 
     log = Path(str(tmp_path)) / "server.log"
     proc = subprocess.Popen(["sleep", "30"])
