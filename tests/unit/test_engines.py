@@ -125,7 +125,7 @@ def test_sglang_seed_003_qwen35_extra_args_last() -> None:
 def test_llamacpp_seed_000_server() -> None:
     seed = "llama-server -m Qwen3-4B-Instruct-2507-iq4_xs.gguf -c 4096 -n 4096 -ngl 99"
     got = render(
-        {"name": "llamacpp", "maxModelLen": 4096, "gpuLayers": 99, "extraArgs": ["-n", "4096"]},
+        {"name": "llamacpp", "maxModelLen": 4096, "llamacpp": {"gpuLayers": 99}, "extraArgs": ["-n", "4096"]},
         "Qwen3-4B-Instruct-2507-iq4_xs.gguf", "0.0.0.0", 8080,
     )  # fmt: skip
     same_command(got, seed, {"--host": "0.0.0.0", "--port": "8080", "--metrics": None})

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, create_model
 
 from servelab.api.base import ApiModel
 from servelab.api.common import EnvVar, SecretKeyRef
+from servelab.engines import registry
 
-EngineName = Literal["vllm", "sglang", "llamacpp"]
+# extraArgs items are bounded so the CEL rules over them stay within the apiserver's cost budget
+ExtraArg = Annotated[str, Field(max_length=4096)]
 
 
 class SpeculativeDecoding(ApiModel):
@@ -33,20 +35,12 @@ class SpeculativeDecoding(ApiModel):
     draft_min: int | None = Field(None, ge=0, le=256, description="llama.cpp --draft-min.")
 
 
-class Engine(ApiModel):
-    """The inference engine and its typed options. Free `extraArgs` are appended last."""
+class EngineFields(ApiModel):
+    """The fields every engine shares; `Engine` adds the registered names and per-engine options."""
 
-    __cel__ = [
-        ("self.name == 'llamacpp' || !has(self.gpuLayers)",
-         "spec.engine.gpuLayers is a llama.cpp option (engine.name: llamacpp)", ".gpuLayers"),
-        ("self.name == 'llamacpp' || !has(self.parallelSlots)",
-         "spec.engine.parallelSlots is a llama.cpp option (engine.name: llamacpp)", ".parallelSlots"),
-        ("self.name != 'llamacpp' || self.tensorParallelSize == 1",
-         "spec.engine.tensorParallelSize must be 1 for llamacpp (it splits layers with gpuLayers instead)",
-         ".tensorParallelSize"),
-    ]  # fmt: skip
+    __cel__: ClassVar[list[tuple[str, str, str]]] = []  # `Engine`'s: every adapter's rules
 
-    name: EngineName = Field(..., description="vllm, sglang or llamacpp.")
+    name: str = Field(..., description="The engine (one of the registered engines).")
     image: str | None = Field(None, max_length=512, description="Server image (default per engine).")
     served_model_name: str | None = Field(
         None, max_length=256, description="Name clients use (--served-model-name / --alias)."
@@ -76,14 +70,47 @@ class Engine(ApiModel):
     chat_template: str | None = Field(
         None, max_length=1024, description="Chat template path (or --jinja for llama.cpp: 'jinja')."
     )
-    gpu_layers: int | None = Field(None, ge=-1, le=100000, description="llama.cpp -ngl.")
-    parallel_slots: int | None = Field(None, ge=1, le=4096, description="llama.cpp -np (server slots).")
     trust_remote_code: bool = Field(False, description="--trust-remote-code.")
-    enforce_eager: bool = Field(False, description="vLLM --enforce-eager.")
     api_key_secret_ref: SecretKeyRef | None = Field(None, description="Secret with the server's API key.")
-    extra_args: list[str] = Field(default_factory=list, max_length=128, description="Extra server arguments.")
+    extra_args: list[ExtraArg] = Field(
+        default_factory=list,
+        max_length=128,
+        description="Extra server arguments, appended last (not the flags the operator sets itself).",
+    )
     env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Extra server environment.")
     port: int | None = Field(None, ge=1, le=65535, description="Server port (default per engine).")
 
 
-__all__ = ["Engine", "EngineName", "SpeculativeDecoding"]
+def _engine_model() -> type[EngineFields]:
+    """`Engine`: the shared fields, `name` narrowed to the registered engines, one optional options
+    sub-object per engine that has options (`engine.<name>`), and every adapter's CEL rules."""
+    adapters = [registry.get(n) for n in registry.ENGINES]
+    names = tuple(a.name for a in adapters)
+    fields: dict[str, Any] = {"name": (Literal[names], Field(..., description=", ".join(names) + "."))}
+    for a in adapters:
+        if a.options is not None:
+            title = a.title or a.name
+            fields[a.name] = (
+                a.options | None,
+                Field(None, description=f"{title} options (engine.name: {a.name})."),
+            )
+    model = create_model(
+        "Engine",
+        __base__=EngineFields,
+        __module__=__name__,
+        __doc__="The inference engine and its typed options (shared ones, then `<engine name>: {...}`). "
+        "Free `extraArgs` are appended last.",
+        **fields,
+    )
+    model.__cel__ = [rule for a in adapters for rule in a.cel_rules()]
+    return model
+
+
+if TYPE_CHECKING:
+    Engine = EngineFields
+    EngineName = str
+else:
+    Engine = _engine_model()
+    EngineName = Literal[tuple(registry.ENGINES)]
+
+__all__ = ["Engine", "EngineFields", "EngineName", "SpeculativeDecoding"]

@@ -1,20 +1,22 @@
-"""Engines: one module each, behind `servelab.engines.base.EngineAdapter`."""
+"""Engines: one module each, behind `servelab.engines.base.EngineAdapter`, found by the registry."""
 
 from __future__ import annotations
 
-from servelab.engines.base import EngineAdapter, ServedModel, ServerLaunch
-from servelab.engines.llamacpp import LlamaCpp
-from servelab.engines.sglang import Sglang
-from servelab.engines.vllm import Vllm
+# The API package first: loading it builds `servelab.api.engine.Engine`, which imports the registry
+# (and through it every engine module) while this package is still initializing. Engine modules import
+# only `servelab.api.base` and `servelab.engines.base` at run time, so that order is always safe.
+import servelab.api.base  # noqa: F401
+from servelab.engines.base import EngineAdapter, MetricNames, NoLocalBuild, ServedModel, ServerLaunch
+from servelab.engines.registry import ENGINES, default_for_format, for_command, get
 
-ENGINES: dict[str, type[EngineAdapter]] = {"vllm": Vllm, "sglang": Sglang, "llamacpp": LlamaCpp}
-
-
-def get(name: str) -> EngineAdapter:
-    try:
-        return ENGINES[name]()
-    except KeyError:
-        raise ValueError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}") from None
-
-
-__all__ = ["ENGINES", "EngineAdapter", "ServedModel", "ServerLaunch", "get"]
+__all__ = [
+    "ENGINES",
+    "EngineAdapter",
+    "MetricNames",
+    "NoLocalBuild",
+    "ServedModel",
+    "ServerLaunch",
+    "default_for_format",
+    "for_command",
+    "get",
+]

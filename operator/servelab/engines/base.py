@@ -1,15 +1,30 @@
-"""The engine interface: how a typed Engine spec becomes a server process or container.
+"""The engine interface: everything servelab knows about one inference engine, in one class.
 
-One module per engine implements `EngineAdapter`; `servelab.engines.get(name)` finds it. Adding an
-engine is one module (registered in `servelab.engines.ENGINES`) and one test.
+One module per engine defines an `EngineAdapter` subclass and names it `ADAPTER`; the registry
+(`servelab.engines.registry`) imports the built-in modules and those named in `SERVELAB_ENGINE_MODULES`.
+An adapter owns: the server command line (typed options, then `extraArgs`), its port, health and
+metrics endpoints and Prometheus sample names, its typed per-engine options (`spec.engine.<name>`)
+and their CEL rules, the flags it sets itself (refused in `extraArgs`), how clients must connect,
+which model formats it serves and whether it fetches Hub models itself, and the command that runs it
+on this machine (`local_command`).
+
+This module imports nothing of `servelab.api` at run time: `servelab.api.engine` builds the `Engine`
+model from the registry while the API package loads.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-from servelab.api.engine import Engine
+if TYPE_CHECKING:
+    from servelab.api.base import ApiModel
+    from servelab.api.engine import Engine
+
+Options = TypeVar("Options", bound="ApiModel")
+CelRule = tuple[str, str, str]  # (rule on the engine object, message, fieldPath)
 
 
 @dataclass(frozen=True)
@@ -35,17 +50,100 @@ class ServerLaunch:
     secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)  # env name -> (secret, key)
 
 
+@dataclass(frozen=True)
+class MetricNames:
+    """The engine's Prometheus sample names whose deltas add up to each `ServerMetrics` figure (samples
+    of one name are summed over their labels; several names of one figure are added)."""
+
+    prompt_tokens: tuple[str, ...] = ()
+    generation_tokens: tuple[str, ...] = ()
+    requests: tuple[str, ...] = ()
+    ttft_sum: tuple[str, ...] = ()
+    ttft_count: tuple[str, ...] = ()
+
+    def all(self) -> set[str]:
+        return {
+            *self.prompt_tokens,
+            *self.generation_tokens,
+            *self.requests,
+            *self.ttft_sum,
+            *self.ttft_count,
+        }
+
+
+class NoLocalBuild(RuntimeError):
+    """The engine has no build on this machine (it runs in a cluster only)."""
+
+
 class EngineAdapter(ABC):
-    name: str
+    name: str  # spec.engine.name, and the key of the per-engine options (spec.engine.<name>)
+    title: str = ""  # for messages and docs ("llama.cpp"); defaults to name
     default_port: int
     default_image: str
     health_path: str = "/health"
     metrics_path: str | None = "/metrics"
+    metric_names: MetricNames = MetricNames()
+    # a GET path and bytes its 200 body contains: tells the engine apart when /metrics says nothing
+    fingerprint: tuple[str, bytes] | None = None
     needs_shm: bool = True
+    # clients must send `Connection: close` (llama-server closes streamed connections it advertised as
+    # keep-alive: reusing them fails at concurrency)
+    connection_close: bool = False
+    # model formats served, the native one first: a QuantJob scores its outputs with the engine whose
+    # native format they are (`servelab.engines.default_for_format`)
+    model_formats: tuple[str, ...] = ("safetensors",)
+    # True: the engine takes a Hugging Face Hub id and downloads it itself; False: it needs local files
+    fetches_hub_models: bool = True
+    # program names (basename of argv[0]) of the server command: maps a container's command to its engine
+    programs: tuple[str, ...] = ()
+    # flags the adapter sets itself (from typed fields): `extraArgs` naming one is refused at admission
+    owned_flags: tuple[str, ...] = ("--host", "--port")
+    # typed per-engine options, `spec.engine.<name>` (None: the engine has none)
+    options: type[ApiModel] | None = None
 
     @abstractmethod
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
         """The full command line (program and arguments), typed options first, extraArgs last."""
+
+    def local_command(self, command: list[str]) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment that run `command` (as `args` rendered it for the image) on this
+        machine; NoLocalBuild where there is none."""
+        raise NoLocalBuild(
+            f"engine {self.name} has no local build: run it in a cluster (command: {' '.join(command[:3])} ...)"
+        )
+
+    def owns(self, command: list[str]) -> bool:
+        """Whether `command` is this engine's server command (a container's command in a local pod)."""
+        return bool(command) and Path(command[0]).name in self.programs
+
+    def cel_rules(self) -> list[CelRule]:
+        """CEL rules on the engine object: options only for this engine, no operator-owned flags in
+        extraArgs, plus `engine_rules` (engine-specific constraints on the shared fields)."""
+        label = self.title or self.name
+        rules: list[CelRule] = []
+        if self.options is not None:
+            rules.append((
+                f"self.name == '{self.name}' || !has(self.{self.name})",
+                f"engine.{self.name} holds {label} options: only valid with engine.name: {self.name}",
+                f".{self.name}",
+            ))  # fmt: skip
+        if self.owned_flags:
+            listed = ", ".join(f"'{f}'" for f in self.owned_flags)
+            rules.append((
+                f"self.name != '{self.name}' || !has(self.extraArgs) || "
+                f"!self.extraArgs.exists(a, [{listed}].exists(f, a == f || a.startsWith(f + '=')))",
+                f"engine.extraArgs must not set {', '.join(self.owned_flags)}: the operator sets them for {label}",
+                ".extraArgs",
+            ))  # fmt: skip
+        return rules + self.engine_rules()
+
+    def engine_rules(self) -> list[CelRule]:
+        return []
+
+    def options_of(self, engine: Engine, model: type[Options]) -> Options:
+        """The engine's typed options (`spec.engine.<name>`), defaults when unset."""
+        value = getattr(engine, self.name, None)
+        return value if isinstance(value, model) else model()
 
     def default_served_name(self, model: ServedModel) -> str:
         """The name the server answers to when the spec sets no servedModelName: vLLM and SGLang register

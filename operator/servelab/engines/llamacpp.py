@@ -2,27 +2,63 @@
 
 from __future__ import annotations
 
-from servelab.api.engine import Engine
-from servelab.engines.base import EngineAdapter, ServedModel, flag
+import os
+from typing import TYPE_CHECKING
+
+from pydantic import Field
+
+from servelab.api.base import ApiModel
+from servelab.engines.base import CelRule, EngineAdapter, MetricNames, ServedModel, flag
+
+if TYPE_CHECKING:
+    from servelab.api.engine import Engine
+
+
+class LlamaCppOptions(ApiModel):
+    """llama.cpp-only options (`engine.llamacpp`, with engine.name: llamacpp)."""
+
+    gpu_layers: int | None = Field(None, ge=-1, le=100000, description="-ngl: layers offloaded to GPUs.")
+    parallel_slots: int | None = Field(None, ge=1, le=4096, description="-np: server slots.")
 
 
 class LlamaCpp(EngineAdapter):
     name = "llamacpp"
+    title = "llama.cpp"
     default_port = 8080
     default_image = "ghcr.io/ggml-org/llama.cpp:server-cuda"
     needs_shm = False
+    # `--metrics`: prompt_tokens_total excludes cached prompt tokens; no request counter, no TTFT histogram
+    metric_names = MetricNames(
+        prompt_tokens=("llamacpp:prompt_tokens_total", "llamacpp:prompt_tokens_cached_total"),
+        generation_tokens=("llamacpp:tokens_predicted_total",),
+    )
+    fingerprint = ("/props", b"default_generation_settings")
+    connection_close = True
+    model_formats = ("gguf",)
+    fetches_hub_models = False
+    programs = ("llama-server",)
+    owned_flags = ("--host", "--port", "-m", "--model", "-a", "--alias")
+    options = LlamaCppOptions
 
     def __init__(self, program: str = "llama-server") -> None:
         self.program = program
+
+    def engine_rules(self) -> list[CelRule]:
+        return [(
+            "self.name != 'llamacpp' || self.tensorParallelSize == 1",
+            "engine.tensorParallelSize must be 1 for llamacpp (it splits layers with llamacpp.gpuLayers instead)",
+            ".tensorParallelSize",
+        )]  # fmt: skip
 
     def default_served_name(self, model: ServedModel) -> str:
         return model.name  # llama-server answers to any model name
 
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
+        opts = self.options_of(engine, LlamaCppOptions)
         a = [self.program, "-m", model.location]
         flag(a, "-c", engine.max_model_len)
-        flag(a, "-ngl", engine.gpu_layers)
-        flag(a, "-np", engine.parallel_slots)
+        flag(a, "-ngl", opts.gpu_layers)
+        flag(a, "-np", opts.parallel_slots)
         flag(a, "--alias", engine.served_model_name)
         if engine.chat_template == "jinja":
             a.append("--jinja")
@@ -41,3 +77,12 @@ class LlamaCpp(EngineAdapter):
     def secret_env(self, engine: Engine) -> dict[str, tuple[str, str]]:
         ref = engine.api_key_secret_ref
         return {"LLAMA_API_KEY": (ref.name, ref.key)} if ref else {}
+
+    def local_command(self, command: list[str]) -> tuple[list[str], dict[str, str]]:
+        """The CPU build of llama-server (servelab.toolchain.llamacpp), same arguments."""
+        from servelab.toolchain import llamacpp
+
+        return [str(llamacpp.tool("llama-server")), *command[1:]], dict(os.environ)
+
+
+ADAPTER = LlamaCpp

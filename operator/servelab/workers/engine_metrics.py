@@ -1,34 +1,34 @@
 """Scrape an engine's Prometheus `/metrics` and turn before/after snapshots into ServerMetrics deltas.
 
-llama-server (`--metrics`): `llamacpp:prompt_tokens_total` (excludes cached prompt tokens),
-`llamacpp:prompt_tokens_cached_total`, `llamacpp:tokens_predicted_total`; no request counter and no
-TTFT histogram. vLLM: `vllm:prompt_tokens_total`, `vllm:generation_tokens_total`,
-`vllm:request_success_total` (per finished_reason), `vllm:time_to_first_token_seconds_{sum,count}`.
-SGLang: `sglang:prompt_tokens_total`, `sglang:generation_tokens_total`, `sglang:num_requests_total`,
-`sglang:time_to_first_token_seconds_{sum,count}`. Samples of one name are summed over their labels.
+Each engine's adapter names its sample names (`EngineAdapter.metric_names`, e.g. llama-server's
+`llamacpp:prompt_tokens_total` + `llamacpp:prompt_tokens_cached_total`, vLLM's
+`vllm:request_success_total`); the tables below are their union over the registered engines (names
+carry the engine's prefix, so one snapshot only matches its own engine's). Samples of one name are
+summed over their labels.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from servelab.api.results import ServerMetrics
+from servelab.engines import ENGINES, MetricNames
 from servelab.workers.common import http_get
 
 SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
+
+def _union(pick: Callable[[MetricNames], tuple[str, ...]]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(n for adapter in ENGINES.values() for n in pick(adapter.metric_names)))
+
+
 # canonical -> names whose deltas add up to it
-PROMPT = ("llamacpp:prompt_tokens_total", "llamacpp:prompt_tokens_cached_total", "vllm:prompt_tokens_total",
-          "sglang:prompt_tokens_total")  # fmt: skip
-GENERATION = (
-    "llamacpp:tokens_predicted_total",
-    "vllm:generation_tokens_total",
-    "sglang:generation_tokens_total",
-)
-REQUESTS = ("vllm:request_success_total", "sglang:num_requests_total")
-TTFT_SUM = ("vllm:time_to_first_token_seconds_sum", "sglang:time_to_first_token_seconds_sum")
-TTFT_COUNT = ("vllm:time_to_first_token_seconds_count", "sglang:time_to_first_token_seconds_count")
+PROMPT = _union(lambda m: m.prompt_tokens)
+GENERATION = _union(lambda m: m.generation_tokens)
+REQUESTS = _union(lambda m: m.requests)
+TTFT_SUM = _union(lambda m: m.ttft_sum)
+TTFT_COUNT = _union(lambda m: m.ttft_count)
 
 
 def parse_prometheus(text: str) -> dict[str, float]:

@@ -7,8 +7,9 @@ inside one sweep) so no point reuses another's prompts from the server's cache.
 
 Requests follow the reference recipe: `--dataset random`, prompt length fixed
 (`--min-prompt-length = --max-prompt-length`, `--prefix-length 0`), `--max-tokens = --min-tokens`,
-`--extra-args '{"ignore_eos": true}'`, a local tokenizer, `--no-timestamp`, and for llama-server
-`--headers Connection=close` (it closes streamed connections that it advertised as keep-alive).
+`--extra-args '{"ignore_eos": true}'`, a local tokenizer, `--no-timestamp`, and `--headers
+Connection=close` for engines whose adapter says `connection_close` (llama-server closes streamed
+connections that it advertised as keep-alive).
 
 A point is invalid (kept, with a reason) when its success rate is below `--min-success-rate`, when
 ignore_eos was set and the mean output tokens differ from the requested count, when `/v1/models`
@@ -27,7 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from servelab import engines
 from servelab.api.results import LoadPointResult
+from servelab.engines import ENGINES
 from servelab.workers import engine_metrics
 from servelab.workers.common import run_logged, served_models, server_root
 from servelab.workers.perfparse import PointFigures, find_point_dir, parse_point_dir
@@ -56,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     p.add_argument("--no-ignore-eos", action="store_true", help="do not send ignore_eos")
     p.add_argument("--min-success-rate", type=float, default=1.0, help="validity threshold, 0..1")
-    p.add_argument("--engine", default="auto", choices=["auto", "llamacpp", "vllm", "sglang", "other"])
+    p.add_argument("--engine", default="auto", choices=["auto", *ENGINES, "other"])
     p.add_argument("--header", action="append", default=[], metavar="K=V", help="extra request header")
     p.add_argument(
         "--metrics-url", default=None, help="engine metrics URL (default <server>/metrics; 'none')"
@@ -95,16 +98,21 @@ def evalscope_command(explicit: str | None = None) -> list[str]:
 
 
 def detect_engine(root: str, snapshot: dict[str, float] | None) -> str:
+    """The registered engine whose Prometheus sample names the snapshot has, else the one whose
+    fingerprint path answers (llama-server's /props), else "other"."""
+    adapters = [engines.get(n) for n in ENGINES]
     if snapshot:
-        prefixes = {name.split(":", 1)[0] for name in snapshot if ":" in name}
-        for engine in ("llamacpp", "vllm", "sglang"):
-            if engine in prefixes:
-                return engine
+        for adapter in adapters:
+            if adapter.metric_names.all() & snapshot.keys():
+                return adapter.name
     from servelab.workers.common import http_get
 
-    status, body = http_get(root + "/props", 5.0)
-    if status == 200 and b"default_generation_settings" in body:
-        return "llamacpp"
+    for adapter in adapters:
+        if adapter.fingerprint:
+            path, marker = adapter.fingerprint
+            status, body = http_get(root + path, 5.0)
+            if status == 200 and marker in body:
+                return adapter.name
     return "other"
 
 
@@ -133,7 +141,8 @@ def build_point_command(
     args: argparse.Namespace, parallel: int, number: int, offset: int, engine: str
 ) -> list[str]:
     headers = list(args.header)
-    if engine == "llamacpp" and not any(h.lower().startswith("connection=") for h in headers):
+    connection_close = engine in ENGINES and engines.get(engine).connection_close
+    if connection_close and not any(h.lower().startswith("connection=") for h in headers):
         headers.append("Connection=close")
     cmd = [
         *evalscope_command(args.evalscope),
