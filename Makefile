@@ -8,13 +8,13 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: setup binaries prepare lint generate check-generated unit integration e2e test demo cluster-up cluster-down clean-runs
 
-$(BIN)/servelab: pyproject.toml
+$(BIN)/servelab: pyproject.toml devtools/pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[dev,chart]'
+	$(BIN)/pip install -q -e '.[dev,chart]' -e devtools
 	@touch $@
 
-setup: $(BIN)/servelab ## the project's own virtual environment (operator, CLI, tests)
+setup: $(BIN)/servelab ## the project's own virtual environment: operator, CLI, tests, and the test bench (devtools/)
 
 binaries: ## build the pinned control-plane binaries into ~/.cache/servelab (no-op when cached)
 	hack/build-binaries.sh
@@ -29,8 +29,8 @@ check-generated: setup
 	$(BIN)/servelab crds --check
 
 lint: setup
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator devtools tests bench
+	$(BIN)/ruff format --check operator devtools tests bench
 	$(BIN)/mypy
 
 unit: setup

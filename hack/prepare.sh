@@ -24,6 +24,6 @@ for name in "${!pids[@]}"; do
     failed=1
   fi
 done
-"$py" -m servelab.tinymodel --ensure >"$logs/tinymodel.log" 2>&1 || { tail -n 40 "$logs/tinymodel.log" >&2; failed=1; }
+"$py" -m servelab_dev.tinymodel --ensure >"$logs/tinymodel.log" 2>&1 || { tail -n 40 "$logs/tinymodel.log" >&2; failed=1; }
 echo "prepare: done in $((SECONDS - t0)) s"
 exit $failed

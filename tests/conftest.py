@@ -1,6 +1,6 @@
 """Shared fixtures: one real local control plane per test session, an API client, a namespace per test.
 
-The cluster comes from servelab.localcluster (etcd, kube-apiserver, kube-controller-manager,
+The cluster comes from servelab_dev.controlplane (etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler and kwok as local processes). Set SERVELAB_TEST_KUBECONFIG to the kubeconfig of a running
 cluster (`eval "$(servelab cluster env)"` after `servelab cluster up`) to reuse it instead of starting
 one. Missing binaries fail the session with a pointer to hack/build-binaries.sh (SERVELAB_TEST_BUILD=1
@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from servelab.localcluster import LocalCluster
+from servelab_dev.controlplane import LocalCluster
 
 CLUSTER_KEY = pytest.StashKey[LocalCluster]()
 LOG_TAIL_LINES = 60

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from e2e_support import LlamaServer
 
-from servelab.tinymodel import ensure_tiny_model
 from servelab.toolchain import envs, llamacpp
+from servelab_dev.tinymodel import ensure_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from e2e_support import LlamaServer, free_port, make_punkt_tab, run_worker
 
-from servelab.tinymodel import ensure_tiny_gguf
 from servelab.toolchain import envs
+from servelab_dev.tinymodel import ensure_tiny_gguf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 

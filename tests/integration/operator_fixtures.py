@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from servelab.localcluster import LocalCluster
-from servelab.localexec import PodExecutor, executor_for
+from servelab_dev.controlplane import LocalCluster
+from servelab_dev.kubelet import PodExecutor, executor_for
 
 
 def free_port() -> int:

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 import yaml
 
-from servelab.localcluster import binaries
 from servelab.paths import repo_path
+from servelab_dev.controlplane import binaries
 
 pytestmark = pytest.mark.integration
 CHART = str(repo_path("charts", "servelab"))

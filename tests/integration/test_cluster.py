@@ -19,7 +19,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from servelab.localcluster import (
+from servelab_dev.controlplane import (
     EXECUTOR_LABEL,
     FAKE_RESULT_LABEL,
     GPU_RESOURCE,

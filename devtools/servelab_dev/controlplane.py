@@ -8,8 +8,8 @@ the groups in reverse order. The binaries come from hack/build-binaries.sh (buil
 
 kwok fakes what a kubelet would report: pods bound to a fake node become Running and Ready, and
 Running pods owned by a Job become Succeeded - except pods labelled `servelab.dev/executor=local`:
-kwok leaves them Pending on their node; a test-side executor really runs their command and writes
-their whole status (Running, Ready, Succeeded or Failed) itself.
+kwok leaves them Pending on their node; a test-side executor (`servelab_dev.kubelet`) really runs their
+command and writes their whole status (Running, Ready, Succeeded or Failed) itself.
 
 Python use (what tests/conftest.py does)::
 
@@ -63,7 +63,7 @@ EXECUTOR_LABEL = "servelab.dev/executor"
 FAKE_RESULT_LABEL = "servelab.dev/fake-result"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_RESOURCE = "nvidia.com/gpu"
-FIELD_MANAGER = "servelab-localcluster"
+FIELD_MANAGER = "servelab-controlplane"
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 STATE_FILE = "cluster.json"

@@ -1,7 +1,7 @@
 """Check an SGLang server command line against SGLang's own arguments (run in the sglang-args env).
 
-    python -m servelab.toolchain.sglang_args -- python3 -m sglang.launch_server --model-path /m --tp 2
-    python -m servelab.toolchain.sglang_args -- sglang serve /m --port 30000
+    python -m servelab_dev.argcheck.sglang -- python3 -m sglang.launch_server --model-path /m --tp 2
+    python -m servelab_dev.argcheck.sglang -- sglang serve /m --port 30000
 
 prints one JSON object `{"ok": bool, "error": str | null, "form": "launch_server" | "serve",
 "parsed": {field: value, ...}}` (`parsed`: only the values that differ from SGLang's defaults) and
@@ -23,8 +23,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from servelab.toolchain import argcheck
-from servelab.toolchain.argcheck import jsonable
+from servelab_dev import argcheck
+from servelab_dev.argcheck import jsonable
 
 LAUNCH_MODULES = ("sglang.launch_server",)
 

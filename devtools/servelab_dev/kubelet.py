@@ -189,10 +189,12 @@ class PodExecutor:
         if command[:2] == ["servelab", "worker"]:
             step = WorkerStep(id="pod", title="pod", argv=command, result="points", timeout_seconds=0)
             return self.toolchain.worker_argv(step)
-        engine = {"llama-server": "llamacpp", "vllm": "vllm"}.get(Path(command[0]).name)
+        from servelab.engines import for_command
+
+        engine = for_command(command)  # the adapter whose server command this is
         if engine is None:
             raise RuntimeError(f"no local build of {command[0]}")
-        return self.toolchain.server_argv(engine, command)
+        return self.toolchain.server_argv(engine.name, command)
 
     def _env(self, pod: Any, c: Any, ip: str) -> dict[str, str]:
         env = {"KUBERNETES_SERVICE_HOST": self.api_host, "KUBERNETES_SERVICE_PORT": self.api_port,
@@ -312,7 +314,7 @@ def run(args: Any) -> int:
     """`servelab pods`: run the operator's pods (labelled servelab.dev/executor=local) on this machine."""
     from kubernetes import config
 
-    from servelab.localcluster import LocalCluster
+    from servelab_dev.controlplane import LocalCluster
 
     if not args.kubeconfig:
         print("no kubeconfig: pass --kubeconfig or set KUBECONFIG", file=sys.stderr)

@@ -1,8 +1,9 @@
 """A tiny random-weight Qwen3 model made locally, for tests and demos; nothing is downloaded.
 
 `ensure_tiny_model()` (main venv, no torch needed) makes it once under
-`cache_root()/models/tiny-qwen3-<hash>` by running `python -m servelab.tinymodel --out DIR` in the
-`llamacpp` worker environment (torch, transformers, tokenizers). The hash covers this file and the
+`cache_root()/models/tiny-qwen3-<hash>` by running `python -m servelab_dev.tinymodel --out DIR` in the
+`llamacpp` worker environment (torch, transformers, tokenizers; `devenv.dev_environ()` puts this
+package on its PYTHONPATH). The hash covers this file and the
 Python version, so editing the recipe makes a new model.
 
 The model: Qwen3ForCausalLM, hidden 256, intermediate 512, 2 layers, 4 attention heads / 2 KV heads,
@@ -73,7 +74,8 @@ def tiny_model_dir() -> Path:
 
 def ensure_tiny_model() -> Path:
     """Make (once) and return the tiny model's HF directory."""
-    from servelab.toolchain.envs import _locked, env_python, worker_environ
+    from servelab.toolchain.envs import _locked, env_python
+    from servelab_dev.devenv import dev_environ
 
     final = tiny_model_dir()
     if (final / DONE).is_file():
@@ -84,8 +86,8 @@ def ensure_tiny_model() -> Path:
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
-            cmd = [str(python), "-m", "servelab.tinymodel", "--out", str(tmp)]
-            proc = subprocess.run(cmd, env=worker_environ(), capture_output=True, text=True)
+            cmd = [str(python), "-m", "servelab_dev.tinymodel", "--out", str(tmp)]
+            proc = subprocess.run(cmd, env=dev_environ(), capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(
                     f"tiny model creation failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}"
@@ -238,7 +240,7 @@ def build_model(out: Path) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m servelab.tinymodel")
+    parser = argparse.ArgumentParser(prog="python -m servelab_dev.tinymodel")
     parser.add_argument("--out", type=Path, help="directory to write the model into (made if missing)")
     parser.add_argument("--ensure", action="store_true", help="make it in the cache (any env) and print it")
     args = parser.parse_args(argv)

@@ -1,5 +1,9 @@
-"""What `vllm_args` and `sglang_args` share: JSON-safe values and the command-line wrapper that
-checks one engine command with that engine's own parser and prints `{ok, error, form, parsed}`."""
+"""Engine argument checkers: `servelab_dev.argcheck.vllm` and `servelab_dev.argcheck.sglang` check a
+rendered server command line with that engine's own parser, inside the engine's worker environment
+(run them with `servelab_dev.devenv.dev_environ()`).
+
+This module is what they share: JSON-safe values and the command-line wrapper that checks one engine
+command and prints `{ok, error, form, parsed}`."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ def jsonable(value: Any) -> Any:
 def main(engine: str, module: str, check: Callable[[Sequence[str]], dict[str, Any]],
          argv: Sequence[str] | None) -> int:  # fmt: skip
     parser = argparse.ArgumentParser(
-        prog=f"python -m servelab.toolchain.{engine.lower()}_args",
+        prog=f"python -m servelab_dev.argcheck.{engine.lower()}",
         description=f"Check a {engine} server command line with {engine}'s own parser; prints JSON.",
     )
     parser.add_argument(

@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from servelab.local.cli import execute
-    from servelab.tinymodel import ensure_tiny_model
+    from servelab_dev.tinymodel import ensure_tiny_model
 
     t0 = time.monotonic()
     runs = args.runs_dir.resolve()
