@@ -16,7 +16,7 @@ from servelab.api.common import DataSource, ModelSource, PvcSource
 from servelab.api.engine import Engine
 from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
 from servelab.api.servebenchmark import ServeBenchmarkSpec, Timeouts
-from servelab.engines import ServedModel, ServerLaunch, get
+from servelab.engines import ServedModel, ServerLaunch, default_for_format, get
 
 ResultKind = Literal["points", "depth", "scores", "quant", "warmup"]
 Image = Literal["evalscope", "llamacpp", "llmcompressor"]
@@ -104,8 +104,8 @@ def compile_benchmark(
     tokenizer = (spec.load.tokenizer_path if spec.load else None) or model.tokenizer or model.location
     timeouts = spec.timeouts
     steps: list[WorkerStep] = []
-    # llama-server closes streamed connections after each response: reusing them fails at concurrency
-    connection_close = spec.engine.name == "llamacpp" if connection_close is None else connection_close
+    # an engine that closes streamed connections (llama-server) needs `Connection: close` from clients
+    connection_close = engine.connection_close if connection_close is None else connection_close
     base = f"{server_url}/v1"
     if spec.load:
         load = spec.load
@@ -277,7 +277,8 @@ def quant_score_runs(spec: QuantJobSpec, status: QuantJobStatus) -> list[ScoreRu
                or v.name.split("+")[0].lower() in wanted]  # fmt: skip
     if ev.include_base and status.base:
         outputs.insert(0, status.base)
-    engine = ev.engine or Engine(name="llamacpp" if spec.method == "gguf" else "vllm")
+    # outputs are served by the engine whose native format they are (GGUF: llama.cpp; else vLLM)
+    engine = ev.engine or Engine(name=default_for_format("gguf" if spec.method == "gguf" else "safetensors"))
     runs = []
     for v in outputs:
         if not v.path:

