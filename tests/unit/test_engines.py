@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 
 from servelab.api.engine import Engine
-from servelab.engines import ENGINES, ServedModel, get
+from servelab.api.validate import SpecError, validate_resource
+from servelab.engines import ENGINES, NoLocalBuild, ServedModel, default_for_format, for_command, get
+from servelab.local.processes import StepFailed, Toolchain
+from servelab.workers import engine_metrics
 
 pytestmark = pytest.mark.unit
 
@@ -165,3 +168,61 @@ def test_without_served_model_name_clients_use_the_name_the_engine_registers(nam
     launch = get(name).launch(Engine(name=name), ServedModel("/models/q/fp8", name="fp8"))
     assert launch.served_model_name == "/models/q/fp8"
     assert "--served-model-name" not in launch.command
+
+
+def test_per_engine_options_are_a_sub_object() -> None:
+    assert "-ngl" not in render({"name": "llamacpp"}, "m.gguf", "0.0.0.0", 8080)
+    _, opts = options(render({"name": "llamacpp", "llamacpp": {"gpuLayers": 99, "parallelSlots": 4}},
+                             "m.gguf", "0.0.0.0", 8080))  # fmt: skip
+    assert opts["-ngl"] == "99" and opts["-np"] == "4"
+    assert "--enforce-eager" in render({"name": "vllm", "vllm": {"enforceEager": True}}, "m", "0.0.0.0", 8000)
+    assert "--enforce-eager" not in render({"name": "vllm"}, "m", "0.0.0.0", 8000)
+
+
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_extra_args_may_not_set_the_flags_the_operator_sets(name: str) -> None:
+    adapter = get(name)
+    assert {"--host", "--port"} <= set(adapter.owned_flags)
+    spec = {"model": {"path": "/models/tiny"}, "load": {"parallel": [1], "number": [1]}}
+    for extra in (["--port", "9"], ["--port=9"], [adapter.owned_flags[-1], "x"]):
+        with pytest.raises(SpecError) as err:
+            validate_resource("ServeBenchmark", "x", {**spec, "engine": {"name": name, "extraArgs": extra}})
+        assert err.value.errors == [
+            f"spec.engine.extraArgs: engine.extraArgs must not set {', '.join(adapter.owned_flags)}: "
+            f"the operator sets them for {adapter.title}"
+        ]
+    validate_resource("ServeBenchmark", "x", {**spec, "engine": {"name": name, "extraArgs": ["--portable"]}})
+
+
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_options_of_another_engine_are_refused(name: str) -> None:
+    spec = {"model": {"path": "/models/tiny"}, "load": {"parallel": [1], "number": [1]}}
+    others = [a for a in ENGINES.values() if a.options is not None and a.name != name]
+    for other in others:
+        with pytest.raises(SpecError) as err:
+            validate_resource("ServeBenchmark", "x", {**spec, "engine": {"name": name, other.name: {}}})
+        assert err.value.errors[0].startswith(f"spec.engine.{other.name}: engine.{other.name} holds")
+
+
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_the_adapter_names_its_command_and_metrics(name: str) -> None:
+    adapter = get(name)
+    command = adapter.launch(Engine(name=name), ServedModel("/models/tiny")).command
+    found = for_command(command)
+    assert found is not None and found.name == name
+    names = adapter.metric_names.all()
+    assert names and all(n.startswith(f"{name}:") for n in names)
+    for n in names:  # the worker's tables are the adapters' names
+        assert n in {*engine_metrics.PROMPT, *engine_metrics.GENERATION, *engine_metrics.REQUESTS,
+                     *engine_metrics.TTFT_SUM, *engine_metrics.TTFT_COUNT}  # fmt: skip
+
+
+def test_engine_specifics_live_on_the_adapters() -> None:
+    assert [n for n in ENGINES if get(n).connection_close] == ["llamacpp"]
+    assert default_for_format("gguf") == "llamacpp" and default_for_format("safetensors") == "vllm"
+    assert not get("llamacpp").fetches_hub_models and get("vllm").fetches_hub_models
+    assert for_command(["python3", "train.py"]) is None
+    with pytest.raises(NoLocalBuild, match="engine sglang has no local build"):
+        get("sglang").local_command(["python3", "-m", "sglang.launch_server"])
+    with pytest.raises(StepFailed, match="engine sglang has no local build"):
+        Toolchain().server_argv("sglang", ["python3", "-m", "sglang.launch_server"])
