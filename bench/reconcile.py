@@ -12,9 +12,9 @@ from typing import Any
 
 from servelab.api.servebenchmark import ServeBenchmarkSpec
 from servelab.controller import metrics
-from servelab.controller.reconcile import JobState, Observed, ServerState, decide_benchmark
-from servelab.controller.render import Owner
+from servelab.controller.kube import cluster_site
 from servelab.controller.settings import Settings
+from servelab.core import JobState, Observed, Owner, ServerState, decide_benchmark
 
 POINTS = 64
 
@@ -46,7 +46,7 @@ def timeit(fn: Any, n: int) -> tuple[float, float]:
 def main() -> None:
     s = spec()
     owner = Owner("ServeBenchmark", "bench", "ns", "uid", 1)
-    settings = Settings()
+    settings = cluster_site(Settings())
     first = decide_benchmark(owner, s, Observed(generation=1, status={}, now=datetime.now(UTC)), settings)
     status = first.status.to_wire()
     jobs = {f"load-{i}": JobState(f"j{i}", succeeded=True) for i in range(POINTS)}

@@ -8,7 +8,7 @@ line exactly as the pod runs it (`servelab worker ...`); executors only decide *
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,6 +17,7 @@ from servelab.api.engine import Engine
 from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
 from servelab.api.servebenchmark import ServeBenchmarkSpec, Timeouts
 from servelab.engines import ServedModel, ServerLaunch, default_for_format, get
+from servelab.names import dns_name
 
 ResultKind = Literal["points", "depth", "scores", "quant", "warmup"]
 Image = Literal["evalscope", "llamacpp", "llmcompressor"]
@@ -46,6 +47,7 @@ class WorkerStep:
 @dataclass(frozen=True)
 class BenchmarkPlan:
     server: ServerLaunch
+    server_url: str  # how clients reach the server (no trailing slash)
     model: ServedModel
     steps: list[WorkerStep]
     ready_timeout_seconds: int
@@ -61,12 +63,6 @@ class QuantPlan:
     steps: list[WorkerStep]
     output: str
     total_timeout_seconds: int
-
-
-def dns_name(text: str, limit: int = 63) -> str:
-    """A lowercase RFC 1123 label made from text (deterministic)."""
-    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-    return name[:limit].rstrip("-") or "x"
 
 
 def model_location(source: ModelSource, mount_root: str = "/models") -> str:
@@ -94,19 +90,21 @@ def data_location(source: DataSource, mount_root: str = "/data") -> str:
 
 
 def compile_benchmark(
-    spec: ServeBenchmarkSpec, model: ServedModel, server_url: str, artifacts: str, host: str = "0.0.0.0",
-    port: int | None = None, connection_close: bool | None = None,
+    spec: ServeBenchmarkSpec, model: ServedModel, *, artifacts: str, server_url: Callable[[int], str],
+    host: str = "0.0.0.0", port: int | None = None, connection_close: bool | None = None,
 ) -> BenchmarkPlan:  # fmt: skip
-    """The run of a ServeBenchmark against a server reachable at server_url (no trailing slash)."""
+    """The run of a ServeBenchmark: the server launched once (host and port as the site needs them),
+    `server_url(port)` is how the site's clients reach it, and the ordered worker steps."""
     engine = get(spec.engine.name)
     launch = engine.launch(spec.engine, model, host=host, port=port)
+    url = server_url(launch.port)
     name = launch.served_model_name
     tokenizer = (spec.load.tokenizer_path if spec.load else None) or model.tokenizer or model.location
     timeouts = spec.timeouts
     steps: list[WorkerStep] = []
     # an engine that closes streamed connections (llama-server) needs `Connection: close` from clients
     connection_close = engine.connection_close if connection_close is None else connection_close
-    base = f"{server_url}/v1"
+    base = f"{url}/v1"
     if spec.load:
         load = spec.load
         shape = ["--url", base, "--model", name, "--tokenizer-path", tokenizer, "--engine", spec.engine.name,
@@ -123,7 +121,7 @@ def compile_benchmark(
             shape += ["--temperature", str(load.temperature)]
         if connection_close:
             shape += ["--header", "Connection=close"]
-        metrics = ["--metrics-url", f"{server_url}{launch.metrics_path}" if launch.metrics_path else "none"]
+        metrics = ["--metrics-url", f"{url}{launch.metrics_path}" if launch.metrics_path else "none"]
         if load.warmup_requests:
             steps.append(WorkerStep(
                 id="warmup", title=f"warm-up ({load.warmup_requests} requests)",
@@ -184,7 +182,7 @@ def compile_benchmark(
             argv=argv, result="scores", timeout_seconds=ev.timeout_seconds or 21600,
         ))  # fmt: skip
     return BenchmarkPlan(
-        server=launch, model=model, steps=steps,
+        server=launch, server_url=url, model=model, steps=steps,
         ready_timeout_seconds=timeouts.server_ready_seconds if timeouts else 1800,
         total_timeout_seconds=timeouts.total_seconds if timeouts else 21600,
     )  # fmt: skip
@@ -240,6 +238,15 @@ def compile_quantjob(spec: QuantJobSpec, model: str, output: str, artifacts: str
         timeout_seconds=spec.timeout_seconds, gpus=gpus,
     )  # fmt: skip
     return QuantPlan(steps=[step], output=output, total_timeout_seconds=spec.timeout_seconds)
+
+
+def quant_output(spec: QuantJobSpec, mount_root: str = "/models", default: str | None = None) -> str:
+    """Where a QuantJob writes its outputs: under the output PVC's mount, the spec's path, or the site's
+    default (the local run directory)."""
+    out = spec.output
+    if out.pvc:
+        return f"{mount_root}/{out.pvc.claim_name}/{out.pvc.path}".rstrip("/")
+    return out.path or default or out.s3 or ""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,9 @@ def rendered(engine: str) -> list[tuple[str, list[str]]]:
         else:  # a QuantJob's output, as the operator resolves it
             model = ServedModel("/models/models/out/model-IQ4_XS.gguf" if engine == "llamacpp" else "/models/models/out",
                                 "Qwen/Qwen3-4B-Instruct-2507" if engine == "llamacpp" else None)  # fmt: skip
-        plan = compile_benchmark(spec, model, "http://server:8000", "/artifacts")
+        plan = compile_benchmark(
+            spec, model, artifacts="/artifacts", server_url=lambda _: "http://server:8000"
+        )
         out.append((res.label, plan.server.command))
     assert out, f"no {engine} example"
     return out

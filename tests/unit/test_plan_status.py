@@ -33,7 +33,10 @@ def test_seed_000_sweep_plan() -> None:
     spec = example("qwen3-4b-bf16-vllm")
     assert isinstance(spec, ServeBenchmarkSpec)
     plan = compile_benchmark(
-        spec, ServedModel("Qwen/Qwen3-4B-Instruct-2507"), "http://sb-server:8080", "/out"
+        spec,
+        ServedModel("Qwen/Qwen3-4B-Instruct-2507"),
+        artifacts="/out",
+        server_url=lambda _: "http://sb-server:8080",
     )
     loads = [s for s in plan.steps if s.result == "points"]
     assert [(opt(s.argv, "--parallel"), opt(s.argv, "--number")) for s in loads] == [
@@ -65,7 +68,10 @@ def test_llamacpp_plan_warms_up_and_closes_connections() -> None:
     spec = example("qwen3-4b-iq4xs-llamacpp")
     assert isinstance(spec, ServeBenchmarkSpec)
     plan = compile_benchmark(
-        spec, ServedModel("/m/iq4.gguf", "Qwen/Qwen3-4B-Instruct-2507"), "http://s:8080", "/o"
+        spec,
+        ServedModel("/m/iq4.gguf", "Qwen/Qwen3-4B-Instruct-2507"),
+        artifacts="/o",
+        server_url=lambda _: "http://s:8080",
     )
     assert plan.steps[0].id == "warmup" and plan.steps[0].result == "warmup"
     assert opt(plan.steps[0].argv, "--number") == "2"
@@ -78,7 +84,9 @@ def test_llamacpp_plan_warms_up_and_closes_connections() -> None:
 def test_context_sweep_plan() -> None:
     spec = example("qwen3.5-4b-vllm-mtp")
     assert isinstance(spec, ServeBenchmarkSpec)
-    plan = compile_benchmark(spec, ServedModel("Qwen/Qwen3.5-4B"), "http://s:8000", "/o")
+    plan = compile_benchmark(
+        spec, ServedModel("Qwen/Qwen3.5-4B"), artifacts="/o", server_url=lambda _: "http://s:8000"
+    )
     (step,) = plan.steps
     assert step.result == "depth"
     a = step.argv

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,13 +10,35 @@ import pytest
 
 from servelab.api.quantjob import QuantJobSpec
 from servelab.api.servebenchmark import ServeBenchmarkSpec
-from servelab.controller.reconcile import JobState, Observed, ServerState, decide_benchmark, decide_quantjob
-from servelab.controller.render import Owner
+from servelab import core
+from servelab.controller import render
+from servelab.controller.kube import cluster_site
 from servelab.controller.settings import Settings
+from servelab.core import JobState, Observed, Owner, ServerState
 
 pytestmark = pytest.mark.unit
 SETTINGS = Settings(extra_pod_labels={"servelab.dev/executor": "local"})
+SITE = cluster_site(SETTINGS)
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class Rendered:
+    """A decision of the core as the operator applies it: objects to create and children to delete."""
+
+    status: Any
+    create: list[dict[str, Any]]
+    delete: list[tuple[str, str, str]]
+
+
+def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed) -> Rendered:
+    d = core.decide_benchmark(owner, spec, obs, SITE)
+    return Rendered(d.status, *render.decision_objects(owner, spec, d, SETTINGS))
+
+
+def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed) -> Rendered:
+    d = core.decide_quantjob(owner, spec, obs, SITE)
+    return Rendered(d.status, *render.decision_objects(owner, spec, d, SETTINGS))
 
 
 def sb(**over: Any) -> ServeBenchmarkSpec:
@@ -49,7 +72,7 @@ def point(c: int, valid: bool = True) -> dict[str, Any]:
 def run(spec: ServeBenchmarkSpec, **obs: Any) -> Any:
     status = obs.pop("status", {})
     return decide_benchmark(
-        OWNER, spec, Observed(generation=1, status=status, now=obs.pop("now", NOW), **obs), SETTINGS
+        OWNER, spec, Observed(generation=1, status=status, now=obs.pop("now", NOW), **obs)
     )
 
 
@@ -207,7 +230,7 @@ def test_new_generation_resets_and_deletes_old_children() -> None:
     stale = [("batch/v1", "Job", "bench-g1-load-0")]
     owner2 = Owner("ServeBenchmark", "bench", "ns", "uid-1", 2)
     obs = Observed(generation=2, status=finished.to_wire(), now=NOW, stale=stale)
-    d = decide_benchmark(owner2, sb(), obs, SETTINGS)
+    d = decide_benchmark(owner2, sb(), obs)
     assert d.status.observed_generation == 2 and d.status.results == []
     assert stale[0] in d.delete and any(o["metadata"]["name"] == "bench-g2-server" for o in d.create)
 
@@ -219,7 +242,7 @@ def test_quantjob_job_and_outcomes() -> None:
         "resources": {"gpus": 1}, "placement": {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L40S"}},
         "hfTokenSecretRef": {"name": "hf"}})  # fmt: skip
     owner = Owner("QuantJob", "q", "ns", "uid-q", 1)
-    d = decide_quantjob(owner, spec, Observed(generation=1, status={}, now=NOW), SETTINGS)
+    d = decide_quantjob(owner, spec, Observed(generation=1, status={}, now=NOW))
     job = next(o for o in d.create if o["kind"] == "Job")
     pod = job["spec"]["template"]["spec"]
     c = pod["containers"][0]
@@ -238,10 +261,10 @@ def test_quantjob_job_and_outcomes() -> None:
         ]
     }
     done = decide_quantjob(owner, spec, Observed(generation=1, status=st1, now=NOW,
-                           jobs={"quantize": JobState("q-g1-quantize", succeeded=True)}, results={"quantize": result}), SETTINGS)  # fmt: skip
+                           jobs={"quantize": JobState("q-q1-quantize", succeeded=True)}, results={"quantize": result}))  # fmt: skip
     assert done.status.phase == "Succeeded" and done.status.variants[0].size_bytes == 1000
     crash = decide_quantjob(owner, spec, Observed(generation=1, status=st1, now=NOW,
-                            jobs={"quantize": JobState("x", failed=True)}, results={"quantize": {"reason": "ValueError: bad group"}}), SETTINGS)  # fmt: skip
+                            jobs={"quantize": JobState("x", failed=True)}, results={"quantize": {"reason": "ValueError: bad group"}}))  # fmt: skip
     assert crash.status.phase == "Failed" and "ValueError: bad group" in (crash.status.message or "")
 
 
@@ -262,7 +285,7 @@ def test_quantjob_downloads_into_a_cache_volume_with_the_token_from_its_secret()
         "model": {"huggingFace": {"id": "Qwen/Qwen3-4B-Instruct-2507"}}, "method": "fp8-dynamic",
         "output": {"path": "/out"}, "hfTokenSecretRef": {"name": "hf-token", "key": "token"}})  # fmt: skip
     d = decide_quantjob(
-        Owner("QuantJob", "q", "ns", "u", 1), spec, Observed(generation=1, status={}, now=NOW), SETTINGS
+        Owner("QuantJob", "q", "ns", "u", 1), spec, Observed(generation=1, status={}, now=NOW)
     )
     job = next(o for o in d.create if o["kind"] == "Job")
     pod = job["spec"]["template"]["spec"]
@@ -308,18 +331,16 @@ def test_quantjob_scores_each_output_with_a_child_servebenchmark_then_succeeds()
     spec = _scoring_spec(engine={"name": "vllm", "maxModelLen": 4096})
     owner = Owner("QuantJob", "q", "ns", "uid-q", 1)
     quantized = {
-        "jobs": {"quantize": JobState("q-g1-quantize", succeeded=True)},
+        "jobs": {"quantize": JobState("q-q1-quantize", succeeded=True)},
         "results": {"quantize": QUANTIZED},
     }
-    start = decide_quantjob(
-        owner, spec, Observed(generation=1, status={}, now=NOW), SETTINGS
-    ).status.to_wire()
+    start = decide_quantjob(owner, spec, Observed(generation=1, status={}, now=NOW)).status.to_wire()
 
     # quantized: the base model's scoring run is created first, owned by the QuantJob, not yet Succeeded
-    d = decide_quantjob(owner, spec, Observed(generation=1, status=start, now=NOW, **quantized), SETTINGS)
+    d = decide_quantjob(owner, spec, Observed(generation=1, status=start, now=NOW, **quantized))
     assert d.status.phase == "Running" and kinds(d.create) == ["ServeBenchmark"]
     base = d.create[0]
-    assert base["metadata"]["name"] == "q-g1-score-base"
+    assert base["metadata"]["name"] == "q-q1-score-base"
     assert base["metadata"]["ownerReferences"][0]["uid"] == "uid-q"
     assert base["spec"]["model"]["huggingFace"]["id"] == "Qwen/Qwen3-8B"  # the source model, as it came
     assert base["spec"]["engine"]["name"] == "vllm" and base["spec"]["engine"]["maxModelLen"] == 4096
@@ -332,20 +353,20 @@ def test_quantjob_scores_each_output_with_a_child_servebenchmark_then_succeeds()
     done_base = {"status": {"phase": "Succeeded", "scores": [{**score, "score": 0.62}]}}
     s1 = d.status.to_wire()
     d = decide_quantjob(owner, spec, Observed(generation=1, status=s1, now=NOW, **quantized,
-                        benchmarks={"q-g1-score-base": running}), SETTINGS)  # fmt: skip
+                        benchmarks={"q-q1-score-base": running}))  # fmt: skip
     assert d.create == [] and d.status.phase == "Running" and "score BASE" in (d.status.progress.step or "")
 
     # the base is scored: the quantized output is next, served from its place on the output PVC
     d = decide_quantjob(owner, spec, Observed(generation=1, status=d.status.to_wire(), now=NOW, **quantized,
-                        benchmarks={"q-g1-score-base": done_base}), SETTINGS)  # fmt: skip
+                        benchmarks={"q-q1-score-base": done_base}))  # fmt: skip
     child = d.create[0]
-    assert child["metadata"]["name"] == "q-g1-score-w4a16-g128"
+    assert child["metadata"]["name"] == "q-q1-score-w4a16-g128"
     assert child["spec"]["model"]["pvc"] == {"claimName": "models", "path": "w4"}
     assert d.status.base is not None and d.status.base.scores[0].score == 0.62
 
     done_q = {"status": {"phase": "Succeeded", "scores": [{**score, "score": 0.58}]}}
     d = decide_quantjob(owner, spec, Observed(generation=1, status=d.status.to_wire(), now=NOW, **quantized,
-                        benchmarks={"q-g1-score-base": done_base, "q-g1-score-w4a16-g128": done_q}), SETTINGS)  # fmt: skip
+                        benchmarks={"q-q1-score-base": done_base, "q-q1-score-w4a16-g128": done_q}))  # fmt: skip
     assert d.status.phase == "Succeeded" and d.create == []
     assert [s.score for s in d.status.variants[0].scores] == [0.58]
     assert (
@@ -357,13 +378,11 @@ def test_quantjob_scores_each_output_with_a_child_servebenchmark_then_succeeds()
 def test_quantjob_scoring_failure_is_eval_failed_and_keeps_the_quantization() -> None:
     spec = _scoring_spec(includeBase=False)
     owner = Owner("QuantJob", "q", "ns", "uid-q", 1)
-    start = decide_quantjob(
-        owner, spec, Observed(generation=1, status={}, now=NOW), SETTINGS
-    ).status.to_wire()
+    start = decide_quantjob(owner, spec, Observed(generation=1, status={}, now=NOW)).status.to_wire()
     failed = {"status": {"phase": "Failed", "message": "ServerNotReady: not ready within 1800s"}}
     d = decide_quantjob(owner, spec, Observed(generation=1, status=start, now=NOW,
                         jobs={"quantize": JobState("j", succeeded=True)}, results={"quantize": QUANTIZED},
-                        benchmarks={"q-g1-score-w4a16-g128": failed}), SETTINGS)  # fmt: skip
+                        benchmarks={"q-q1-score-w4a16-g128": failed}))  # fmt: skip
     cond = next(c for c in d.status.conditions if c.type == "Failed")
     assert d.status.phase == "Failed" and cond.reason == "EvalFailed" and "ServerNotReady" in cond.message
     assert d.status.variants[0].size_bytes == 5_000  # what was measured before stays

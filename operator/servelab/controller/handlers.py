@@ -1,8 +1,12 @@
 """kopf handlers: thin wrappers that observe, call the pure decision functions, and apply.
 
 One timer per unfinished resource is the reconcile loop (level-triggered: every tick decides from
-what exists). Finished resources are not polled; a spec change (new generation) restarts the loop,
-and a QuantJob's phase change wakes the benchmarks waiting on it.
+what exists, with the decision core `servelab.core` that `servelab run` also runs). Finished resources
+are not polled; a spec change (new generation) restarts the loop. A benchmark waiting for a QuantJob
+checks the QuantJob's phase in an in-memory index (kept by the QuantJob watch) on each tick, so it
+wakes within one interval of the QuantJob finishing without any API call while it waits, and nothing
+writes into another resource's status. Status is written only when it changed, guarded by the
+resourceVersion the decision was made from.
 """
 
 from __future__ import annotations
@@ -11,18 +15,16 @@ import time
 from typing import Any
 
 import kopf
+from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from servelab import GROUP, VERSION
 from servelab import status as st
 from servelab.api import QuantJobSpec, QuantJobStatus, ServeBenchmarkSpec, ServeBenchmarkStatus
 from servelab.controller import metrics
-from servelab.controller.kube import Kube, load_config
-from servelab.controller.reconcile import Decision, decide_benchmark, decide_quantjob
-from servelab.controller.render import Owner
+from servelab.controller.kube import ChildRefused, Kube, cluster_site, load_config
 from servelab.controller.settings import Settings
-from servelab.engines import ServedModel
-from servelab.plan import compile_benchmark, compile_quantjob
+from servelab.core import Decision, Owner, decide
 
 SETTINGS = Settings.from_env()
 _state: dict[str, Any] = {}
@@ -32,7 +34,25 @@ def needs_work(body: kopf.Body, **_: Any) -> bool:
     status = body.get("status") or {}
     if status.get("observedGeneration") != body.get("metadata", {}).get("generation"):
         return True
-    return status.get("phase") not in ("Succeeded", "Failed", "Waiting")
+    return status.get("phase") not in ("Succeeded", "Failed")
+
+
+@kopf.index(GROUP, VERSION, "quantjobs")
+def quantjob_phases(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """(namespace, name) -> the QuantJob's phase, as the watch last saw it."""
+    return {(namespace, name): (body.get("status") or {}).get("phase")}
+
+
+def _still_waiting(body: kopf.Body, phases: kopf.Index[Any, Any]) -> bool:
+    """A Waiting benchmark whose QuantJob is, by the index, still neither finished nor gone."""
+    status = body.get("status") or {}
+    if status.get("phase") != "Waiting":
+        return False
+    if status.get("observedGeneration") != body.get("metadata", {}).get("generation"):
+        return False
+    ref = (body.get("spec", {}).get("quantJobRef") or {}).get("name")
+    seen = list(phases.get((body["metadata"]["namespace"], ref), []))
+    return bool(seen) and all(phase not in ("Succeeded", "Failed") for phase in seen)
 
 
 @kopf.on.startup()
@@ -88,8 +108,8 @@ def _status_patch(status: ServeBenchmarkStatus | QuantJobStatus) -> dict[str, An
     return wire
 
 
-def _emit(body: kopf.Body, decision: Decision) -> None:
-    for type_, reason, message in decision.events:
+def _emit(body: kopf.Body, events: list[tuple[str, str, str]]) -> None:
+    for type_, reason, message in events:
         kopf.event(body, type=type_, reason=reason, message=message[:1000])
 
 
@@ -103,7 +123,7 @@ async def _invalid(kind: str, body: kopf.Body, patch: kopf.Patch, err: Validatio
 
 
 async def _reconcile(kind: str, body: kopf.Body, patch: kopf.Patch) -> None:
-    """Observe, decide (pure), apply, write status: the same for both kinds."""
+    """Observe, decide (pure, shared with `servelab run`), apply, write status: the same for both kinds."""
     t0 = time.monotonic()
     try:
         spec: ServeBenchmarkSpec | QuantJobSpec = (
@@ -114,42 +134,47 @@ async def _reconcile(kind: str, body: kopf.Body, patch: kopf.Patch) -> None:
         return
     owner = _owner(kind, body)
     kube: Kube = _state["kube"]
-    status = dict(body.get("status") or {})
+    stored = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+    ref = spec.quant_job_ref.name if isinstance(spec, ServeBenchmarkSpec) and spec.quant_job_ref else None
     try:
-        if isinstance(spec, ServeBenchmarkSpec):
-            steps = [s.id for s in compile_benchmark(spec, ServedModel("model"), "http://x", "/a").steps]
-            ref = spec.quant_job_ref.name if spec.quant_job_ref else None
-            decision = decide_benchmark(owner, spec, await kube.observe(owner, steps, status, ref), SETTINGS)
-        else:
-            steps = [s.id for s in compile_quantjob(spec, "m", "/o", "/a").steps]
-            decision = decide_quantjob(owner, spec, await kube.observe(owner, steps, status), SETTINGS)
-        await kube.apply(owner.namespace, decision)
+        decision: Decision = decide(
+            owner, spec, await kube.observe(owner, stored, ref), cluster_site(SETTINGS)
+        )
+        try:
+            await kube.apply(owner, spec, decision)
+        except ChildRefused as err:  # permanent for this spec: say so instead of retrying every tick
+            st.fail(decision.status, "ChildRefused", str(err), owner.generation)
+            decision.event("ChildRefused", str(err), "Warning")
+        wire = decision.status.to_wire()
+        if wire != stored:
+            try:
+                await kube.write_status(
+                    owner, _status_patch(decision.status), body["metadata"].get("resourceVersion")
+                )
+            except ApiException as err:
+                if err.status == 409:  # another writer changed it since we observed: decide again
+                    raise kopf.TemporaryError("status changed meanwhile; reconciling again", delay=1) from err
+                raise
     except Exception:
         metrics.reconciles.labels(kind, "error").inc()
         raise
     finally:
         metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - t0)
     metrics.reconciles.labels(kind, "ok").inc()
-    patch.status.update(_status_patch(decision.status))
-    _emit(body, decision)
+    _emit(body, decision.events)  # only once the status that goes with them is stored
 
 
 @kopf.timer(GROUP, VERSION, "servebenchmarks", interval=SETTINGS.interval, when=needs_work)
-async def reconcile_servebenchmark(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+async def reconcile_servebenchmark(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    quantjob_phases: kopf.Index[Any, Any] = kwargs["quantjob_phases"]
+    if _still_waiting(body, quantjob_phases):
+        return  # nothing to decide until the QuantJob finishes: no API call while waiting
     await _reconcile("ServeBenchmark", body, patch)
 
 
 @kopf.timer(GROUP, VERSION, "quantjobs", interval=SETTINGS.interval, when=needs_work)
 async def reconcile_quantjob(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     await _reconcile("QuantJob", body, patch)
-
-
-@kopf.on.field(GROUP, VERSION, "quantjobs", field="status.phase")
-async def quantjob_phase_changed(body: kopf.Body, new: Any, logger: kopf.Logger, **_: Any) -> None:
-    if new in ("Succeeded", "Failed"):
-        woken = await _state["kube"].wake_waiting(body["metadata"]["namespace"], body["metadata"]["name"])
-        if woken:
-            logger.info(f"QuantJob {new}: woke {', '.join(woken)}")
 
 
 @kopf.on.event(GROUP, VERSION, "servebenchmarks")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -12,11 +13,32 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from servelab import GROUP, VERSION
+from servelab.api.quantjob import QuantJobSpec
+from servelab.api.servebenchmark import ServeBenchmarkSpec
 from servelab.controller import render
-from servelab.controller.reconcile import Decision, JobState, Observed, ServerState, result_from_configmap
-from servelab.controller.render import Obj, Owner
+from servelab.controller.render import Obj
 from servelab.controller.settings import Settings
-from servelab.plan import dns_name
+from servelab.core import Decision, JobState, Observed, Owner, ServerState, Site
+
+
+class ChildRefused(Exception):
+    """The apiserver refused a child object (invalid, forbidden, over quota): permanent for this spec."""
+
+    def __init__(self, kind: str, name: str, status: int, message: str) -> None:
+        super().__init__(f"{kind} {name} refused by the apiserver (HTTP {status}): {message}")
+        self.kind, self.name, self.status = kind, name, status
+
+
+def result_from_configmap(cm: dict[str, Any]) -> dict[str, Any] | None:
+    data = (cm.get("data") or {}).get(render.RESULT_KEY)
+    parsed: dict[str, Any] | None = json.loads(data) if data else None
+    return parsed
+
+
+def cluster_site(settings: Settings) -> Site:
+    """Servers listen on their pod's own IP (downward API), where probes and the Service reach them."""
+    return Site(artifacts=render.ARTIFACTS, server_host="$(POD_IP)", server_url=render.server_url,
+                images=settings.image, quantjob_grace_seconds=settings.quantjob_grace_seconds)  # fmt: skip
 
 
 def load_config() -> client.ApiClient:
@@ -39,13 +61,11 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
 
     # ---- observe ----------------------------------------------------------------------------------
-    def _observe(
-        self, owner: Owner, step_ids: list[str], status: dict[str, Any], quantjob: str | None
-    ) -> Observed:
+    def _observe(self, owner: Owner, status: dict[str, Any], quantjob: str | None) -> Observed:
         p = self.settings.prefix
         ns = owner.namespace
         obs = Observed(generation=owner.generation, status=status, now=datetime.now(UTC))
-        selector = f"{p}/name={dns_name(owner.name)},{p}/kind={owner.kind.lower()}"
+        selector = render.owner_selector(owner, p)
 
         def owned(obj: Any) -> bool:
             return any(r.uid == owner.uid for r in (obj.metadata.owner_references or []))
@@ -68,16 +88,19 @@ class Kube:
                 completed_at=job.status.completion_time,
             )  # fmt: skip
             obs.jobs[labels.get(f"{p}/step", "")] = state
-        wanted = {owner.child(f"{sid}-result"): sid for sid in step_ids}
-        for cm in self.core.list_namespaced_config_map(ns, label_selector=f"{p}/result=true").items:
+        # result ConfigMaps carry their owner's labels (the worker writes them): no namespace-wide list
+        for cm in self.core.list_namespaced_config_map(
+            ns, label_selector=f"{selector},{p}/result=true"
+        ).items:
             if not owned(cm):
                 continue
-            if cm.metadata.name in wanted:
-                parsed = result_from_configmap({"data": cm.data})
-                if parsed is not None:
-                    obs.results[wanted[cm.metadata.name]] = parsed
-            else:
+            labels = cm.metadata.labels or {}
+            if labels.get(f"{p}/generation") != current:
                 obs.stale.append(("v1", "ConfigMap", cm.metadata.name))
+                continue
+            parsed = result_from_configmap({"data": cm.data})
+            if parsed is not None:
+                obs.results[labels.get(f"{p}/step", "")] = parsed
         for dep in self.apps.list_namespaced_deployment(ns, label_selector=selector).items:
             if not owned(dep):
                 continue
@@ -145,10 +168,8 @@ class Kube:
                     pass
         return state
 
-    async def observe(
-        self, owner: Owner, step_ids: list[str], status: dict[str, Any], quantjob: str | None = None
-    ) -> Observed:
-        return await asyncio.to_thread(self._observe, owner, step_ids, status, quantjob)
+    async def observe(self, owner: Owner, status: dict[str, Any], quantjob: str | None = None) -> Observed:
+        return await asyncio.to_thread(self._observe, owner, status, quantjob)
 
     # ---- apply ------------------------------------------------------------------------------------
     def _create(self, obj: Obj) -> bool:
@@ -172,6 +193,8 @@ class Kube:
         except ApiException as err:
             if err.status == 409:  # already there: deterministic names make creation idempotent
                 return False
+            if err.status in (400, 403, 404, 422):  # invalid, forbidden (RBAC, quota), namespace gone
+                raise ChildRefused(kind, obj["metadata"]["name"], err.status, _api_message(err)) from err
             raise
 
     def _delete(self, ns: str, kind: str, name: str) -> None:
@@ -191,34 +214,36 @@ class Kube:
             if err.status != 404:
                 raise
 
-    def _apply(self, ns: str, decision: Decision) -> None:
-        for obj in decision.create:
+    def _apply(self, owner: Owner, spec: ServeBenchmarkSpec | QuantJobSpec, decision: Decision) -> None:
+        create, delete = render.decision_objects(owner, spec, decision, self.settings)
+        for obj in create:
             self._create(obj)
-        for _, kind, name in decision.delete:
-            self._delete(ns, kind, name)
+        for _, kind, name in delete:
+            self._delete(owner.namespace, kind, name)
 
-    async def apply(self, ns: str, decision: Decision) -> None:
-        await asyncio.to_thread(self._apply, ns, decision)
+    async def apply(self, owner: Owner, spec: ServeBenchmarkSpec | QuantJobSpec, decision: Decision) -> None:
+        await asyncio.to_thread(self._apply, owner, spec, decision)
 
-    def _wake_waiting(self, ns: str, quantjob: str) -> list[str]:
-        """Benchmarks waiting on this QuantJob get phase Pending, which restarts their reconciliation."""
-        woken = []
-        for sb in self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, "servebenchmarks")["items"]:
-            ref = (sb.get("spec", {}).get("quantJobRef") or {}).get("name")
-            if ref == quantjob and (sb.get("status") or {}).get("phase") == "Waiting":
-                self.custom.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    ns,
-                    "servebenchmarks",
-                    sb["metadata"]["name"],
-                    {"status": {"phase": "Pending"}},
-                )
-                woken.append(sb["metadata"]["name"])
-        return woken
+    def _write_status(self, owner: Owner, status: dict[str, Any], resource_version: str | None) -> None:
+        """The whole status as a merge patch guarded by the resourceVersion the decision was made from:
+        a concurrent writer makes it fail with 409 instead of being overwritten (lost update)."""
+        plural = "servebenchmarks" if owner.kind == "ServeBenchmark" else "quantjobs"
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, owner.namespace, plural, owner.name, body
+        )
 
-    async def wake_waiting(self, ns: str, quantjob: str) -> list[str]:
-        return await asyncio.to_thread(self._wake_waiting, ns, quantjob)
+    async def write_status(self, owner: Owner, status: dict[str, Any], resource_version: str | None) -> None:
+        await asyncio.to_thread(self._write_status, owner, status, resource_version)
 
 
-__all__ = ["Kube", "load_config", "render"]
+def _api_message(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body or "{}").get("message") or err.reason)
+    except (ValueError, AttributeError):
+        return str(err.reason)
+
+
+__all__ = ["ChildRefused", "Kube", "cluster_site", "load_config", "render", "result_from_configmap"]

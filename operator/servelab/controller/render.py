@@ -6,17 +6,18 @@ while the old run's are deleted, and a restarted operator finds exactly what it 
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from servelab import API_VERSION, GROUP, VERSION
 from servelab.api.common import ModelSource, Placement, SecretKeyRef
+from servelab.api.quantjob import QuantJobSpec
 from servelab.api.servebenchmark import ServeBenchmarkSpec
 from servelab.controller.settings import Settings
+from servelab.core import CreateScoreRun, CreateServer, Decision, DeleteServer, Owner, RunStep
 from servelab.engines import ServerLaunch
-from servelab.plan import ScoreRun, WorkerStep, dns_name
+from servelab.names import dns_name, label_value
+from servelab.plan import ScoreRun, WorkerStep
 
 Obj = dict[str, Any]
 MANAGED_BY = {"app.kubernetes.io/managed-by": "servelab", "app.kubernetes.io/part-of": "servelab"}
@@ -24,36 +25,33 @@ ARTIFACTS = "/artifacts"
 RESULT_KEY = "result.json"
 
 
-@dataclass(frozen=True)
-class Owner:
-    kind: str
-    name: str
-    namespace: str
-    uid: str
-    generation: int
+def owner_ref(owner: Owner) -> Obj:
+    return {"apiVersion": API_VERSION, "kind": owner.kind, "name": owner.name, "uid": owner.uid,
+            "controller": True, "blockOwnerDeletion": True}  # fmt: skip
 
-    def ref(self) -> Obj:
-        return {"apiVersion": API_VERSION, "kind": self.kind, "name": self.name, "uid": self.uid,
-                "controller": True, "blockOwnerDeletion": True}  # fmt: skip
 
-    def child(self, suffix: str) -> str:
-        """`<name>-g<generation>-<suffix>`, shortened with a hash when over 63 characters."""
-        full = f"{self.name}-g{self.generation}-{suffix}"
-        if len(full) <= 63:
-            return full
-        digest = hashlib.sha256(full.encode()).hexdigest()[:8]
-        return f"{dns_name(full, 54)}-{digest}"
+def owner_labels(owner: Owner, component: str, prefix: str, step: str | None = None) -> dict[str, str]:
+    """Every child carries its owner's uid (what the operator selects by: unique, unlike names) and a
+    readable, valid form of the owner's name."""
+    labels = {**MANAGED_BY, f"{prefix}/kind": owner.kind.lower(), f"{prefix}/name": label_value(owner.name),
+              f"{prefix}/owner-uid": owner.uid, f"{prefix}/generation": str(owner.generation),
+              f"{prefix}/component": component}  # fmt: skip
+    if step:
+        labels[f"{prefix}/step"] = step
+    return labels
 
-    def labels(self, component: str, prefix: str, step: str | None = None) -> dict[str, str]:
-        labels = {**MANAGED_BY, f"{prefix}/kind": self.kind.lower(), f"{prefix}/name": dns_name(self.name),
-                  f"{prefix}/generation": str(self.generation), f"{prefix}/component": component}  # fmt: skip
-        if step:
-            labels[f"{prefix}/step"] = step
-        return labels
+
+def owner_selector(owner: Owner, prefix: str) -> str:
+    return f"{prefix}/owner-uid={owner.uid}"
 
 
 def _meta(owner: Owner, name: str, labels: dict[str, str]) -> Obj:
-    return {"name": name, "namespace": owner.namespace, "labels": labels, "ownerReferences": [owner.ref()]}
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels,
+        "ownerReferences": [owner_ref(owner)],
+    }
 
 
 def _secret_env(name: str, ref: SecretKeyRef) -> Obj:
@@ -89,8 +87,8 @@ def server_objects(owner: Owner, spec: ServeBenchmarkSpec, launch: ServerLaunch,
     """The engine server: a one-replica Deployment and its Service."""
     p = settings.prefix
     name = owner.child("server")
-    labels = {**owner.labels("server", p), **settings.extra_pod_labels}
-    selector = {f"{p}/name": labels[f"{p}/name"], f"{p}/generation": labels[f"{p}/generation"],
+    labels = {**owner_labels(owner, "server", p), **settings.extra_pod_labels}
+    selector = {f"{p}/owner-uid": owner.uid, f"{p}/generation": labels[f"{p}/generation"],
                 f"{p}/component": "server"}  # fmt: skip
     gpus = (
         spec.resources.gpus
@@ -141,20 +139,21 @@ def server_objects(owner: Owner, spec: ServeBenchmarkSpec, launch: ServerLaunch,
                  "template": {"metadata": {"labels": labels}, "spec": pod}},
     }  # fmt: skip
     service = {
-        "apiVersion": "v1", "kind": "Service", "metadata": _meta(owner, name, owner.labels("server", p)),
+        "apiVersion": "v1", "kind": "Service", "metadata": _meta(owner, name, owner_labels(owner, "server", p)),
         "spec": {"selector": selector, "ports": [{"name": "http", "port": launch.port, "targetPort": "http"}]},
     }  # fmt: skip
     return [deployment, service]
 
 
-def server_url(owner: Owner, launch: ServerLaunch) -> str:
-    return f"http://{owner.child('server')}.{owner.namespace}.svc:{launch.port}"
+def server_url(owner: Owner, port: int) -> str:
+    """The server's Service, as the load and eval Jobs reach it."""
+    return f"http://{owner.child('server')}.{owner.namespace}.svc:{port}"
 
 
 def worker_rbac(owner: Owner, settings: Settings) -> list[Obj]:
     """A service account whose only right is to publish results into ConfigMaps of its namespace."""
     name = owner.child("worker")
-    labels = owner.labels("worker", settings.prefix)
+    labels = owner_labels(owner, "worker", settings.prefix)
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(owner, name, labels)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(owner, name, labels),
@@ -173,12 +172,14 @@ def worker_job(owner: Owner, step: WorkerStep, settings: Settings, placement: Pl
                extra_env: list[Obj] | None = None, volumes: tuple[list[Obj], list[Obj]] = ([], [])) -> Obj:  # fmt: skip
     """One plan step as a Job: runs `servelab worker ...` once, publishes into its result ConfigMap."""
     p = settings.prefix
-    labels = {**owner.labels("worker", p, step.id), **settings.extra_pod_labels}
-    owner_ref = {k: v for k, v in owner.ref().items() if k in ("apiVersion", "kind", "name", "uid")}
+    labels = {**owner_labels(owner, "worker", p, step.id), **settings.extra_pod_labels}
+    ref = {k: v for k, v in owner_ref(owner).items() if k in ("apiVersion", "kind", "name", "uid")}
     env = [
         {"name": "SERVELAB_RESULT_SINK",
          "value": f"configmap:{owner.namespace}/{result_configmap(owner, step)}/{RESULT_KEY}"},
-        {"name": "SERVELAB_OWNER_REF", "value": json.dumps(owner_ref, sort_keys=True)},
+        {"name": "SERVELAB_OWNER_REF", "value": json.dumps(ref, sort_keys=True)},
+        {"name": "SERVELAB_RESULT_LABELS",
+         "value": json.dumps({**owner_labels(owner, "result", p, step.id), f"{p}/result": "true"}, sort_keys=True)},
         *[{"name": k, "value": v} for k, v in sorted(step.env.items())],
         *(extra_env or []),
     ]  # fmt: skip
@@ -204,8 +205,62 @@ def worker_job(owner: Owner, step: WorkerStep, settings: Settings, placement: Pl
 def score_benchmark(owner: Owner, name: str, run: ScoreRun, settings: Settings) -> Obj:
     """A QuantJob's scoring run: a ServeBenchmark owned by the QuantJob (deleted with it), which the
     operator reconciles like any other; the QuantJob folds its scores from the child's status."""
-    labels = {**owner.labels("score", settings.prefix), f"{settings.prefix}/variant": dns_name(run.variant)}
+    labels = {
+        **owner_labels(owner, "score", settings.prefix),
+        f"{settings.prefix}/variant": dns_name(run.variant),
+    }
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "ServeBenchmark", "metadata": _meta(owner, name, labels),
         "spec": run.spec.to_wire(),
     }  # fmt: skip
+
+
+def quantize_job(owner: Owner, spec: QuantJobSpec, step: WorkerStep, settings: Settings) -> Obj:
+    """A QuantJob's quantize step: the output PVC mounted where plan.quant_output says, the model's
+    volume, an HF cache the model is downloaded into, the Hub token from its Secret."""
+    volumes: list[Obj] = []
+    mounts: list[Obj] = []
+    env: list[Obj] = []
+    out = spec.output
+    if out.pvc:
+        volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": out.pvc.claim_name}})
+        mounts.append({"name": "output", "mountPath": f"/models/{out.pvc.claim_name}"})
+    mv, mm = model_volume(spec.model)
+    volumes += [*mv, {"name": "hf-cache", "emptyDir": {}}]  # a remote model is downloaded here
+    mounts += [*mm, {"name": "hf-cache", "mountPath": "/root/.cache/huggingface"}]
+    if spec.hf_token_secret_ref:
+        env.append(_secret_env("HF_TOKEN", spec.hf_token_secret_ref))
+    env += [e.to_wire() for e in spec.env]
+    return worker_job(owner, step, settings, spec.placement, env, (volumes, mounts))
+
+
+Ref = tuple[str, str, str]  # (apiVersion, kind, name) of a child
+
+
+def server_refs(owner: Owner) -> list[Ref]:
+    name = owner.child("server")
+    return [("apps/v1", "Deployment", name), ("v1", "Service", name)]
+
+
+def decision_objects(
+    owner: Owner, spec: ServeBenchmarkSpec | QuantJobSpec, decision: Decision, settings: Settings
+) -> tuple[list[Obj], list[Ref]]:
+    """The decided actions as Kubernetes objects to create and children to delete."""
+    create: list[Obj] = []
+    delete: list[Ref] = list(decision.stale)
+    for action in decision.actions:
+        if isinstance(action, CreateServer):
+            assert isinstance(spec, ServeBenchmarkSpec)
+            create += worker_rbac(owner, settings)
+            create += server_objects(owner, spec, action.launch, action.image, settings, action.source)
+        elif isinstance(action, RunStep):
+            if isinstance(spec, QuantJobSpec):
+                create += worker_rbac(owner, settings)
+                create.append(quantize_job(owner, spec, action.step, settings))
+            else:
+                create.append(worker_job(owner, action.step, settings))
+        elif isinstance(action, CreateScoreRun):
+            create.append(score_benchmark(owner, action.name, action.run, settings))
+        elif isinstance(action, DeleteServer):
+            delete += server_refs(owner)
+    return create, delete

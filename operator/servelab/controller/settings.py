@@ -36,6 +36,8 @@ class Settings:
     # worker pods' resources (they need no GPU)
     worker_cpu: str = "1"
     worker_memory: str = "2Gi"
+    # how long a benchmark waits for a QuantJob it names to be created (it may be applied just after)
+    quantjob_grace_seconds: float = 60.0
 
     @property
     def finalizer(self) -> str:

@@ -25,11 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chart", type=Path, default=None, help="PNG chart path (default RUNS_DIR/chart.png)"
     )
+    parser.add_argument("--resume", action="store_true",
+                        help="continue interrupted runs of unchanged specs from their first step without a "
+                             "result (a changed spec starts its next generation), instead of starting over")  # fmt: skip
 
 
-def execute(resources: list[Resource], runs_dir: Path, chart: Path | None = None) -> int:
-    """Run resources in manifest order (QuantJobs a ServeBenchmark refers to must come first)."""
-    executor = LocalExecutor(runs_dir=runs_dir, log=lambda line: print(line, flush=True))
+def execute(
+    resources: list[Resource], runs_dir: Path, chart: Path | None = None, resume: bool = False
+) -> int:
+    """Run every resource to the end, QuantJobs first, each through the decision core the operator runs."""
+    executor = LocalExecutor(runs_dir=runs_dir, log=lambda line: print(line, flush=True), resume=resume)
 
     def interrupted(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -42,16 +47,20 @@ def execute(resources: list[Resource], runs_dir: Path, chart: Path | None = None
     quant: dict[str, QuantJobStatus] = {}
     bench: dict[str, ServeBenchmarkStatus] = {}
     try:
-        for res in resources:
+        # QuantJobs first: a ServeBenchmark that names one serves its output
+        for res in sorted(resources, key=lambda r: r.kind != "QuantJob"):
             if res.kind == "QuantJob":
                 quant[res.name] = executor.run_quantjob(res)
             else:
                 bench[res.name] = executor.run_benchmark(res)
     except KeyboardInterrupt:
-        print("\ninterrupted: stopping every process this run started", file=sys.stderr)
+        print(
+            "\ninterrupted: stopping every process this run started (continue it with --resume)",
+            file=sys.stderr,
+        )
         return 130
     finally:
-        executor.procs.stop_all()
+        executor.stop_all()
     elapsed = time.monotonic() - t0
     for name, qs in quant.items():
         print(f"\nQuantJob {name}: {qs.phase} — {qs.message}\n{report.quant_table(qs)}")
@@ -93,4 +102,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for res in resources:
         res.spec()  # validate everything before starting anything
-    return execute(resources, args.runs_dir, args.chart)
+    for res in resources:
+        try:
+            LocalExecutor(runs_dir=args.runs_dir).run_dir(res.kind, res.name)
+        except ValueError as err:
+            print(f"{res.label}: {err}", file=sys.stderr)
+            return 1
+    return execute(resources, args.runs_dir, args.chart, resume=args.resume)

@@ -1,9 +1,18 @@
-"""The local executor: runs a plan as processes on this machine.
+"""The local executor: `servelab run` runs the decision core (`servelab.core`) that the operator runs,
+with processes and files for children.
 
-The server runs as a process (what the operator runs as a Deployment), each worker step runs as
-`python -m servelab worker ...` inside its image's environment (what the operator runs as a Job),
-and results come back through the same publish interface (a file here, a ConfigMap in a cluster).
-Status is folded by the same pure functions the operator uses and written next to the artifacts.
+| the operator's child        | here                                                                 |
+|-----------------------------|----------------------------------------------------------------------|
+| server Deployment + Service | a server process (the engine's local build), 127.0.0.1 on a free port |
+| a step's Job                | a `servelab worker ...` process in its image's environment; its exit  |
+|                             | code is kept in `<step>.exit` (what a Job's conditions say)           |
+| result ConfigMap            | `<step>.result.json` (the worker's FileSink)                          |
+| a QuantJob's scoring runs   | child ServeBenchmarks run by this same loop, each in its own run dir  |
+| status subresource          | `status.yaml` / `status.json` next to the artifacts                  |
+
+Each tick observes those, calls the same `decide()` as the operator and applies its actions, so the
+two executors cannot drift: there is no second state machine here. A run resumed with `--resume`
+continues from the first step without a published result, as a restarted operator does.
 """
 
 from __future__ import annotations
@@ -13,31 +22,70 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from servelab import API_VERSION
-from servelab import status as st
 from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
 from servelab.api.servebenchmark import ServeBenchmarkSpec, ServeBenchmarkStatus
-from servelab.engines import ServedModel
-from servelab.local.processes import Processes, StepFailed, Toolchain, expand, free_port, wait_ready
-from servelab.manifests import Resource
-from servelab.plan import (
-    BenchmarkPlan,
-    WorkerStep,
-    compile_benchmark,
-    compile_quantjob,
-    model_location,
-    quant_score_runs,
+from servelab.core import (
+    CreateScoreRun,
+    CreateServer,
+    Decision,
+    DeleteServer,
+    JobState,
+    Observed,
+    Owner,
+    RunStep,
+    ServerState,
+    Site,
+    decide,
 )
+from servelab.local.processes import Processes, Toolchain, expand, free_port
+from servelab.manifests import Resource
+from servelab.plan import WorkerStep
 
 Log = Callable[[str], None]
+LOCAL_NAMESPACE = "local"
+PREFIX = "servelab.dev"
+TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass
+class _Server:
+    proc: subprocess.Popen[bytes]
+    health: str
+    log: Path
+
+
+@dataclass
+class _Step:
+    step: WorkerStep
+    proc: subprocess.Popen[bytes]
+    started: float
+    log: Path
+
+
+def expand_tree(value: Any, env: dict[str, str]) -> Any:
+    """${VAR} in every string of a manifest, as `envsubst` would before `kubectl apply`."""
+    if isinstance(value, str):
+        return expand(value, env)
+    if isinstance(value, list):
+        return [expand_tree(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_tree(v, env) for k, v in value.items()}
+    return value
+
+
+def _tail(path: Path, n: int = 2000) -> str:
+    return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
 
 @dataclass
@@ -45,210 +93,265 @@ class LocalExecutor:
     runs_dir: Path
     log: Log = print
     toolchain: Toolchain = field(default_factory=Toolchain)
-    quant_results: dict[str, QuantJobStatus] = field(default_factory=dict)
     procs: Processes = field(default_factory=Processes)
+    resume: bool = False
+    tick_seconds: float = 0.5
+    servers: dict[str, _Server] = field(default_factory=dict)  # by owner key
+    steps: dict[str, dict[str, _Step]] = field(default_factory=dict)  # owner key -> step id -> process
+    ports: dict[str, int] = field(default_factory=dict)  # owner key -> the server's port
+    _t0: float = field(default_factory=time.monotonic)
 
-    # ---- plumbing -------------------------------------------------------------------------------
-    def _dir(self, res: Resource) -> Path:
-        d = self.runs_dir / f"{res.kind.lower()}-{res.name}"
-        d.mkdir(parents=True, exist_ok=True)
+    # ---- places -----------------------------------------------------------------------------------
+    def run_dir(self, kind: str, name: str) -> Path:
+        d = (self.runs_dir / f"{kind.lower()}-{name}").resolve()
+        if not d.is_relative_to(self.runs_dir.resolve()):  # names are DNS subdomains; never trust that here
+            raise ValueError(f"{kind} name {name!r} would put its run directory outside {self.runs_dir}")
         return d
 
-    def _write(self, res: Resource, status: QuantJobStatus | ServeBenchmarkStatus) -> None:
-        body = {**res.body, "status": status.to_wire()}
-        d = self._dir(res)
-        (d / "status.json").write_text(json.dumps(body, indent=2))
-        (d / "status.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    def _stored(self, kind: str, name: str) -> dict[str, Any] | None:
+        path = self.run_dir(kind, name) / "status.json"
+        if not path.exists():
+            return None
+        body: dict[str, Any] = json.loads(path.read_text())
+        return body
 
-    def run_step(self, step: WorkerStep, out: Path) -> tuple[int, dict[str, Any] | None]:
-        """Run one worker step to completion; return its exit code and published result."""
-        result_file = out / f"{step.id}.result.json"
-        result_file.unlink(missing_ok=True)
-        argv, env = self.toolchain.worker_argv(step)
-        env["SERVELAB_RESULT_SINK"] = f"file:{result_file}"
-        argv = [expand(a, env) for a in argv]
-        proc = self.procs.spawn(argv, env, out / f"{step.id}.log")
-        try:
-            rc = proc.wait(step.timeout_seconds)
-        except subprocess.TimeoutExpired:
-            self.procs.stop(proc)
-            rc = -1
-        result = json.loads(result_file.read_text()) if result_file.exists() else None
-        return rc, result
+    def _write(self, owner: Owner, body: dict[str, Any], status: dict[str, Any]) -> None:
+        d = self.run_dir(owner.kind, owner.name)
+        d.mkdir(parents=True, exist_ok=True)
+        full = {**body, "status": status}
+        full.setdefault("metadata", {})["generation"] = owner.generation
+        for name, text in (("status.json", json.dumps(full, indent=2)),
+                           ("status.yaml", yaml.safe_dump(full, sort_keys=False))):  # fmt: skip
+            tmp = d / f".{name}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, d / name)
 
-    @contextmanager
-    def _server(self, res: Resource, plan: BenchmarkPlan, engine: str) -> Iterator[subprocess.Popen[bytes]]:
-        argv, env = self.toolchain.server_argv(engine, plan.server.command)
-        env.update(plan.server.env)
-        for name, (secret, key) in plan.server.secret_env.items():
+    def site(self, owner: Owner) -> Site:
+        d = self.run_dir(owner.kind, owner.name)
+        port = self.ports.setdefault(self._key(owner), free_port())
+        return Site(
+            artifacts=str(d), server_host="127.0.0.1", server_url=lambda _o, p: f"http://127.0.0.1:{p}",
+            server_port=port, model_root=str(self.runs_dir.resolve() / "pvc"), quantjob_grace_seconds=0,
+            default_output=str(d / "output"), images=None, node=socket.gethostname(),
+        )  # fmt: skip
+
+    @staticmethod
+    def _key(owner: Owner) -> str:
+        return f"{owner.kind}/{owner.name}/{owner.generation}"
+
+    def say(self, owner: Owner, message: str) -> None:
+        self.log(f"[{time.monotonic() - self._t0:6.1f}s] {owner.kind.lower()}/{owner.name}: {message}")
+
+    # ---- one resource, to the end -----------------------------------------------------------------
+    def run_quantjob(self, res: Resource) -> QuantJobStatus:
+        status = self.run(res)
+        assert isinstance(status, QuantJobStatus)
+        return status
+
+    def run_benchmark(self, res: Resource) -> ServeBenchmarkStatus:
+        status = self.run(res)
+        assert isinstance(status, ServeBenchmarkStatus)
+        return status
+
+    def run(self, res: Resource, resume: bool | None = None) -> ServeBenchmarkStatus | QuantJobStatus:
+        """Reconcile one resource until it is finished (or nothing here can move it on)."""
+        body = expand_tree(res.body, dict(os.environ))
+        spec = Resource(res.kind, res.name, res.namespace, body, res.source).spec()
+        assert isinstance(spec, ServeBenchmarkSpec | QuantJobSpec)
+        owner, stored = self._begin(res.kind, res.name, body, self.resume if resume is None else resume)
+        status = stored
+        while True:
+            self._drive_children(owner, spec)
+            obs = self.observe(owner, spec, status)
+            decision = decide(owner, spec, obs, self.site(owner))
+            self.apply(owner, spec, body, decision)
+            status = decision.status.to_wire()
+            self._write(owner, body, status)
+            for type_, reason, message in decision.events:
+                self.say(owner, f"{reason}: {message}" if type_ == "Warning" else message)
+            phase = decision.status.phase
+            if phase in TERMINAL:
+                for run in self.steps.pop(self._key(owner), {}).values():
+                    self.procs.stop(run.proc)  # a step still running when the run failed (a timeout)
+                return decision.status  # a server kept by serverPolicy runs until `servelab run` ends
+            if phase in ("Waiting", "Pending") and not self._active(owner) and not decision.actions:
+                why = decision.status.progress.step if decision.status.progress else phase
+                self.say(
+                    owner, f"blocked: {why}; the QuantJob it needs is not part of this run (run it first)"
+                )
+                return decision.status
+            time.sleep(self.tick_seconds)
+
+    def _begin(
+        self, kind: str, name: str, body: dict[str, Any], resume: bool
+    ) -> tuple[Owner, dict[str, Any]]:
+        """The generation of this run: a fresh run starts over at 1; a resumed one keeps the stored run
+        when its spec is unchanged, and starts the next generation when it changed (as the apiserver)."""
+        d = self.run_dir(kind, name)
+        stored = self._stored(kind, name) if resume else None
+        gen, status = 1, dict[str, Any]()
+        if stored is not None:
+            old = int((stored.get("metadata") or {}).get("generation") or 1)
+            status = stored.get("status") or {}
+            gen = old if stored.get("spec") == body.get("spec") else old + 1
+        if not status or int(status.get("observedGeneration") or 0) != gen:
+            self._clear(d)  # a new run: what older runs published is stale
+        d.mkdir(parents=True, exist_ok=True)
+        owner = Owner(kind, name, LOCAL_NAMESPACE, f"local-{kind.lower()}-{name}", gen)
+        return owner, status
+
+    @staticmethod
+    def _clear(d: Path) -> None:
+        if not d.exists():
+            return
+        for pattern in ("*.result.json", "*.exit", "*.log", "children.json"):
+            for path in d.glob(pattern):
+                path.unlink()
+
+    def _active(self, owner: Owner) -> bool:
+        key = self._key(owner)
+        server = self.servers.get(key)
+        return bool(self.steps.get(key)) or (server is not None and server.proc.poll() is None)
+
+    # ---- observe ----------------------------------------------------------------------------------
+    def observe(
+        self, owner: Owner, spec: ServeBenchmarkSpec | QuantJobSpec, status: dict[str, Any]
+    ) -> Observed:
+        d = self.run_dir(owner.kind, owner.name)
+        now = datetime.now(UTC)
+        obs = Observed(generation=owner.generation, status=status, now=now)
+        key = self._key(owner)
+        for sid, run in list(self.steps.get(key, {}).items()):
+            rc = run.proc.poll()
+            if rc is None and time.monotonic() - run.started > run.step.timeout_seconds:
+                self.procs.stop(run.proc)  # what a Job's activeDeadlineSeconds does
+                self._exit(d, sid, -1, f"DeadlineExceeded: {run.step.title} ran longer than "
+                                       f"{run.step.timeout_seconds}s; see {run.log}")  # fmt: skip
+            elif rc is not None:
+                self._exit(d, sid, rc, "" if rc == 0 else f"exit code {rc}; see {run.log}")
+            else:
+                obs.jobs[sid] = JobState(name=sid, active=True)
+                continue
+            del self.steps[key][sid]
+        if not self.steps.get(key):
+            self.steps.pop(key, None)
+        for path in d.glob("*.exit"):
+            sid = path.name[: -len(".exit")]
+            done = json.loads(path.read_text())
+            rc = int(done["rc"])
+            obs.jobs[sid] = JobState(
+                name=sid, succeeded=rc == 0, failed=rc != 0, message=done.get("message", ""),
+                completed_at=datetime.fromisoformat(done["at"]),
+            )  # fmt: skip
+        for path in d.glob("*.result.json"):
+            try:
+                obs.results[path.name[: -len(".result.json")]] = json.loads(path.read_text())
+            except ValueError:
+                continue  # being written; the worker replaces it atomically, so this is a foreign file
+        server = self.servers.get(key)
+        if server is not None:
+            obs.server = ServerState(exists=True, node=socket.gethostname(), gpu_product="cpu (local)")
+            rc = server.proc.poll()
+            if rc is not None:
+                obs.server.failed = f"server exited with code {rc}:\n{_tail(server.log)}"
+            else:
+                obs.server.ready = _healthy(server.health)
+        if isinstance(spec, ServeBenchmarkSpec) and spec.quant_job_ref:
+            obs.quantjob = self._stored("QuantJob", spec.quant_job_ref.name)
+        for name in self._children(owner):
+            child = self._stored("ServeBenchmark", name)
+            if child is not None:
+                obs.benchmarks[name] = child
+        return obs
+
+    @staticmethod
+    def _exit(d: Path, sid: str, rc: int, message: str) -> None:
+        at = datetime.now(UTC).isoformat()
+        (d / f"{sid}.exit").write_text(json.dumps({"rc": rc, "message": message, "at": at}))
+
+    def _children(self, owner: Owner) -> list[str]:
+        path = self.run_dir(owner.kind, owner.name) / "children.json"
+        names: list[str] = json.loads(path.read_text()) if path.exists() else []
+        return names
+
+    def _drive_children(self, owner: Owner, spec: ServeBenchmarkSpec | QuantJobSpec) -> None:
+        """Children left unfinished by an interrupted run are resumed (the operator reconciles each
+        child on its own; here they run one after another)."""
+        for name in self._children(owner):
+            child = self._stored("ServeBenchmark", name)
+            if child is not None and (child.get("status") or {}).get("phase") not in TERMINAL:
+                res = Resource(
+                    "ServeBenchmark",
+                    name,
+                    LOCAL_NAMESPACE,
+                    {k: child[k] for k in ("apiVersion", "kind", "metadata", "spec")},
+                    "child",
+                )
+                self.run(res, resume=True)
+
+    # ---- apply ------------------------------------------------------------------------------------
+    def apply(
+        self, owner: Owner, spec: ServeBenchmarkSpec | QuantJobSpec, body: dict[str, Any], decision: Decision
+    ) -> None:
+        key = self._key(owner)
+        d = self.run_dir(owner.kind, owner.name)
+        for action in decision.actions:
+            if isinstance(action, CreateServer):
+                assert isinstance(spec, ServeBenchmarkSpec)
+                self._start_server(owner, spec, action, d)
+            elif isinstance(action, RunStep):
+                self.steps.setdefault(key, {})[action.step.id] = self._start_step(action.step, d)
+            elif isinstance(action, CreateScoreRun):
+                names = self._children(owner)
+                if action.name not in names:
+                    (d / "children.json").write_text(json.dumps([*names, action.name]))
+                child = {"apiVersion": API_VERSION, "kind": "ServeBenchmark",
+                         "metadata": {"name": action.name, "labels": {f"{PREFIX}/owner-uid": owner.uid}},
+                         "spec": action.run.spec.to_wire()}  # fmt: skip
+                self.run(
+                    Resource("ServeBenchmark", action.name, LOCAL_NAMESPACE, child, "child"), resume=False
+                )
+            elif isinstance(action, DeleteServer):
+                server = self.servers.pop(key, None)
+                if server is not None:
+                    self.procs.stop(server.proc)
+
+    def _start_server(self, owner: Owner, spec: ServeBenchmarkSpec, action: CreateServer, d: Path) -> None:
+        launch = action.launch
+        argv, env = self.toolchain.server_argv(spec.engine.name, launch.command)
+        env.update(launch.env)
+        for name, (secret, key) in launch.secret_env.items():  # a Secret's key, from the environment here
             env.setdefault(
                 name, os.environ.get(f"SERVELAB_SECRET_{secret}_{key}".upper().replace("-", "_"), "")
             )
         argv = [expand(a, env) for a in argv]
-        log = self._dir(res) / "server.log"
+        log = d / "server.log"
         proc = self.procs.spawn(argv, env, log)
-        try:
-            yield proc
-        finally:
-            self.procs.stop(proc)
+        self.servers[self._key(owner)] = _Server(
+            proc, f"http://127.0.0.1:{launch.port}{launch.health_path}", log
+        )
 
-    # ---- QuantJob ---------------------------------------------------------------------------------
-    def run_quantjob(self, res: Resource) -> QuantJobStatus:
-        spec = res.spec()
-        assert isinstance(spec, QuantJobSpec)
-        env = dict(os.environ)
-        model = expand(model_location(spec.model), env)
-        d = self._dir(res)
-        output = expand(spec.output.path, env) if spec.output.path else str(d / "output")
-        plan = compile_quantjob(spec, model, output, str(d))
-        status = st.start(QuantJobStatus(model=model, output=output), 1, len(plan.steps))
-        status.artifacts = str(d)
-        self._write(res, status)
-        t0 = time.monotonic()
+    def _start_step(self, step: WorkerStep, d: Path) -> _Step:
+        result_file = d / f"{step.id}.result.json"
+        result_file.unlink(missing_ok=True)
+        argv, env = self.toolchain.worker_argv(step)
+        env["SERVELAB_RESULT_SINK"] = f"file:{result_file}"
+        argv = [expand(a, env) for a in argv]
+        log = d / f"{step.id}.log"
+        return _Step(step, self.procs.spawn(argv, env, log), time.monotonic(), log)
 
-        def done(status: QuantJobStatus) -> QuantJobStatus:
-            self._write(res, status)
-            self.quant_results[res.name] = status
-            return status
-
-        for i, step in enumerate(plan.steps):
-            st.step(status, step.title, i, len(plan.steps))
-            self._write(res, status)
-            self.log(f"[{time.monotonic() - t0:6.1f}s] quantjob/{res.name}: {step.title}")
-            rc, result = self.run_step(step, d)
-            if result:
-                st.fold_quant(status, result)
-            if rc != 0:
-                reason = (result or {}).get("reason") or f"exit code {rc}; see {d / (step.id + '.log')}"
-                st.fail(status, "QuantizeFailed", str(reason), 1)
-                return done(status)
-        # task scores: each output served and evaluated, as the operator does with child ServeBenchmarks
-        runs = quant_score_runs(spec, status)
-        total = len(plan.steps) + len(runs)
-        for i, run in enumerate(runs, start=len(plan.steps)):
-            st.step(status, f"score {run.variant} ({i - len(plan.steps) + 1}/{len(runs)})", i, total)
-            self._write(res, status)
-            name = f"{res.name}-{run.suffix}"
-            self.log(f"[{time.monotonic() - t0:6.1f}s] quantjob/{res.name}: score {run.variant} "
-                     f"(servebenchmark/{name})")  # fmt: skip
-            body = {"apiVersion": API_VERSION, "kind": "ServeBenchmark", "metadata": {"name": name},
-                    "spec": run.spec.to_wire()}  # fmt: skip
-            child = self.run_benchmark(Resource("ServeBenchmark", name, res.namespace, body, res.source))
-            st.fold_variant_scores(status, run.variant, child.scores)
-            if child.phase != "Succeeded":
-                st.fail(
-                    status, "EvalFailed", f"scoring {run.variant} (servebenchmark/{name}): {child.message}", 1
-                )
-                return done(status)
-        st.step(status, "done", total, total)
-        scored = f", {len(runs)} scored" if runs else ""
-        st.succeed(status, f"{len(status.variants)} variant(s) in {output}{scored}", 1)
-        return done(status)
-
-    def resolve_model(self, spec: ServeBenchmarkSpec) -> tuple[ServedModel, str | None]:
-        """The model a benchmark serves, and its quantization label."""
-        env = dict(os.environ)
-        if spec.model:
-            tok = expand(spec.model.tokenizer, env) if spec.model.tokenizer else None
-            loc = expand(model_location(spec.model), env)
-            return ServedModel(loc, tok, name=Path(loc).name or "model"), spec.engine.quantization
-        assert spec.quant_job_ref
-        ref = spec.quant_job_ref
-        qj = self.quant_results.get(ref.name) or self._load_quant_status(ref.name)
-        if qj is None:
-            raise StepFailed(
-                "QuantJobNotFound", f"QuantJob {ref.name} has not run here (run it in the same manifest)"
-            )
-        if qj.phase != "Succeeded":
-            raise StepFailed("QuantJobFailed", f"QuantJob {ref.name} is {qj.phase}: {qj.message}")
-        candidates = ([qj.base] if qj.base else []) + qj.variants
-        chosen = st.pick_variant(qj, ref.variant)
-        if chosen is None or not chosen.path:
-            names = ", ".join(v.name for v in candidates)
-            raise StepFailed(
-                "QuantJobFailed", f"QuantJob {ref.name} has no variant {ref.variant!r} (has: {names})"
-            )
-        tokenizer = qj.model if chosen.path.endswith(".gguf") else None
-        return ServedModel(chosen.path, tokenizer, name=Path(chosen.path).stem), chosen.name
-
-    def _load_quant_status(self, name: str) -> QuantJobStatus | None:
-        path = self.runs_dir / f"quantjob-{name}" / "status.json"
-        if not path.exists():
-            return None
-        return QuantJobStatus.model_validate(json.loads(path.read_text()).get("status", {}))
-
-    # ---- ServeBenchmark ---------------------------------------------------------------------------
-    def run_benchmark(self, res: Resource) -> ServeBenchmarkStatus:
-        spec = res.spec()
-        assert isinstance(spec, ServeBenchmarkSpec)
-        d = self._dir(res)
-        status = ServeBenchmarkStatus(engine=spec.engine.name)
-        status.artifacts = str(d)
-        t0 = time.monotonic()
-
-        def say(msg: str) -> None:
-            self.log(f"[{time.monotonic() - t0:6.1f}s] servebenchmark/{res.name}: {msg}")
-
-        try:
-            model, quant = self.resolve_model(spec)
-        except StepFailed as err:
-            st.fail(status, err.reason, str(err), 1)
-            self._write(res, status)
-            return status
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        plan = compile_benchmark(spec, model, url, str(d), host="127.0.0.1", port=port)
-        status.model, status.quantization = model.location, quant
-        total = len(plan.steps) + 2
-        st.start(status, 1, total)
-        status.server = url
-        status.provenance = st_provenance(plan)
-        self._write(res, status)
-        try:
-            st.step(status, "start server", 0, total)
-            say(f"starting {spec.engine.name}: {' '.join(plan.server.command)}")
-            with self._server(res, plan, spec.engine.name) as proc:
-                try:
-                    took = wait_ready(url + plan.server.health_path, proc, plan.ready_timeout_seconds,
-                                      d / "server.log")  # fmt: skip
-                except StepFailed as err:
-                    st.set_condition(status, st.READY, False, err.reason, str(err), 1)
-                    raise
-                st.set_condition(status, st.READY, True, "ServerReady", f"ready after {took:.1f}s", 1)
-                say(f"server ready after {took:.1f}s")
-                for i, step in enumerate(plan.steps, start=1):
-                    st.step(status, step.title, i, total)
-                    self._write(res, status)
-                    say(step.title)
-                    rc, result = self.run_step(step, d)
-                    st.fold_benchmark(status, step, result, plan.points)
-                    self._write(res, status)
-                    check_step(step, rc, result, d)
-            st.set_condition(status, st.READY, False, "ServerStopped", "server stopped after the run", 1)
-            st.step(status, "done", total, total)
-            st.succeed(status, st.outcome(status), 1)
-        except StepFailed as err:
-            st.fail(status, err.reason, str(err), 1)
-        finally:
-            status.server = None
-            self._write(res, status)
-            say(f"{status.phase} ({status.message})")
-        return status
+    def stop_all(self) -> None:
+        self.procs.stop_all()
+        self.servers.clear()
+        self.steps.clear()
 
 
-def st_provenance(plan: BenchmarkPlan) -> Any:
-    from servelab.api.servebenchmark import Provenance
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
 
-    return Provenance(command=plan.server.command, node=socket.gethostname(), gpu_product="cpu (local)")
 
-
-def check_step(step: WorkerStep, rc: int, result: dict[str, Any] | None, d: Path) -> None:
-    """Turn a worker's exit into a failure reason; what it published is already folded in."""
-    if rc == 0:
-        return
-    if rc == -1:
-        raise StepFailed("Timeout", f"{step.title}: over {step.timeout_seconds}s")
-    reason, message = st.step_failure(
-        step.result, step.title, result, f"exit code {rc}; see {d / (step.id + '.log')}"
-    )
-    raise StepFailed(reason, message)
+__all__ = ["LocalExecutor", "expand_tree"]

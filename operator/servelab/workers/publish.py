@@ -26,6 +26,9 @@ from typing import Any, Protocol
 
 SINK_ENV = "SERVELAB_RESULT_SINK"
 OWNER_ENV = "SERVELAB_OWNER_REF"
+LABELS_ENV = (
+    "SERVELAB_RESULT_LABELS"  # JSON: labels of the result ConfigMap (its owner's, set by the operator)
+)
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # A ConfigMap holds at most 1 MiB in total; keep results well under it.
 MAX_RESULT_BYTES = 900 * 1024
@@ -78,6 +81,7 @@ class ConfigMapSink:
         key: str,
         owner_ref: Mapping[str, Any] | None = None,
         *,
+        labels: Mapping[str, str] | None = None,
         api_server: str | None = None,
         token: str | None = None,
         ca_file: str | os.PathLike[str] | None = None,
@@ -85,6 +89,7 @@ class ConfigMapSink:
     ) -> None:
         self.namespace, self.name, self.key = namespace, name, key
         self.owner_ref = dict(owner_ref) if owner_ref else None
+        self.labels = dict(labels or {})  # the owner's labels: how the operator finds this result
         if api_server is None:
             host = os.environ.get("KUBERNETES_SERVICE_HOST")
             port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
@@ -123,7 +128,11 @@ class ConfigMapSink:
         meta: dict[str, Any] = {
             "name": self.name,
             "namespace": self.namespace,
-            "labels": {"app.kubernetes.io/managed-by": "servelab", "servelab.dev/result": "true"},
+            "labels": {
+                **self.labels,
+                "app.kubernetes.io/managed-by": "servelab",
+                "servelab.dev/result": "true",
+            },
         }
         if self.owner_ref:
             meta["ownerReferences"] = [self.owner_ref]
@@ -191,5 +200,6 @@ def sink_from_spec(spec: str | None, default_file: str | os.PathLike[str] | None
         parts = rest.split("/")
         if len(parts) != 3 or not all(parts):
             raise PublishError(f"configmap sink must be configmap:NAMESPACE/NAME/KEY, not {spec!r}")
-        return ConfigMapSink(parts[0], parts[1], parts[2], owner_ref_from_env())
+        labels = json.loads(os.environ.get(LABELS_ENV) or "{}")
+        return ConfigMapSink(parts[0], parts[1], parts[2], owner_ref_from_env(), labels=labels)
     raise PublishError(f"unknown result sink {spec!r} (file:PATH or configmap:NS/NAME/KEY)")

@@ -1,0 +1,454 @@
+"""The decision core: from what is observed of one resource's run to the status it should have and the
+actions that move the world towards its plan. No I/O, no clock of its own, no Kubernetes objects.
+
+Both executors run exactly these functions, each as an observe/apply backend:
+
+- the operator (`servelab.controller`): children are Kubernetes objects; `controller/kube.py` observes
+  Jobs, Deployments, pods and result ConfigMaps and renders the actions into objects (`render.py`);
+- `servelab run` (`servelab.local`): children are processes and result files; `local/executor.py`
+  observes process exits, health endpoints and result files and starts or stops processes.
+
+Level-triggered: status is rebuilt from the published results every time, a step is started only
+when absent (deterministic ids), so a restarted executor neither loses nor repeats a load point, and
+the same function serves create, resume and spec changes. What differs between the two places a run
+can happen is data (`Site`), not code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from servelab import status as st
+from servelab.api.common import ModelSource
+from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
+from servelab.api.results import QuantVariantResult
+from servelab.api.servebenchmark import Provenance, ServeBenchmarkSpec, ServeBenchmarkStatus
+from servelab.engines import ServedModel, ServerLaunch
+from servelab.engines import get as get_engine
+from servelab.plan import (
+    BenchmarkPlan,
+    ScoreRun,
+    WorkerStep,
+    compile_benchmark,
+    compile_quantjob,
+    model_location,
+    output_source,
+    quant_output,
+    quant_score_runs,
+)
+
+# A worker publishes its result before it exits; a step finished this long without one is broken.
+RESULT_GRACE_SECONDS = 30
+
+
+# ---- where a run happens ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Owner:
+    """The resource a run belongs to, and the deterministic names of its children."""
+
+    kind: str  # ServeBenchmark | QuantJob
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+
+    def child(self, suffix: str) -> str:
+        from servelab.names import child_name
+
+        return child_name(self.kind, self.name, self.generation, suffix)
+
+
+@dataclass(frozen=True)
+class Site:
+    """What differs between the places a run can happen, as data the decisions read."""
+
+    artifacts: str  # where workers write their artifacts (a pod's /artifacts; the run directory locally)
+    server_host: str  # what the server binds to ($(POD_IP) in a pod; 127.0.0.1 locally)
+    server_url: Callable[[Owner, int], str]  # how clients reach the server on a port
+    server_port: int | None = None  # overrides the engine's port (locally: a free port)
+    model_root: str = "/models"  # where PVC model sources and outputs are mounted
+    quantjob_grace_seconds: float = 60  # a referenced QuantJob may be applied moments after the benchmark
+    default_output: str | None = None  # a QuantJob output when the spec names none (locally: the run dir)
+    images: Callable[[str], str] | None = None  # worker image by plan image name (None: no containers)
+    node: str | None = None  # where servers run when the observation cannot say (locally: this host)
+
+
+# ---- what is observed ---------------------------------------------------------------------------
+@dataclass
+class JobState:
+    """A worker step's run: a Job in a cluster, a process (and its exit file) locally."""
+
+    name: str
+    active: bool = False
+    succeeded: bool = False
+    failed: bool = False
+    message: str = ""
+    completed_at: datetime | None = None
+
+
+@dataclass
+class ServerState:
+    exists: bool = False
+    ready: bool = False
+    node: str | None = None
+    gpu_product: str | None = None
+    unschedulable: str | None = None
+    failed: str | None = None
+
+
+@dataclass
+class Observed:
+    generation: int
+    status: dict[str, Any]
+    now: datetime
+    server: ServerState = field(default_factory=ServerState)
+    jobs: dict[str, JobState] = field(default_factory=dict)  # by step id, current generation
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # by step id, current generation
+    stale: list[Any] = field(default_factory=list)  # children of older generations (backend's references)
+    quantjob: dict[str, Any] | None = None  # the referenced QuantJob ({"spec", "status"}), if it exists
+    benchmarks: dict[str, dict[str, Any]] = field(default_factory=dict)  # a QuantJob's scoring runs, by name
+
+
+# ---- what is decided ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CreateServer:
+    launch: ServerLaunch
+    image: str
+    source: ModelSource | None  # the model source to make visible to the server (a PVC to mount)
+
+
+@dataclass(frozen=True)
+class RunStep:
+    step: WorkerStep
+
+
+@dataclass(frozen=True)
+class CreateScoreRun:
+    name: str
+    run: ScoreRun
+
+
+@dataclass(frozen=True)
+class DeleteServer:
+    pass
+
+
+Action = CreateServer | RunStep | CreateScoreRun | DeleteServer
+
+
+@dataclass
+class Decision:
+    status: ServeBenchmarkStatus | QuantJobStatus
+    actions: list[Action] = field(default_factory=list)
+    stale: list[Any] = field(default_factory=list)  # delete these (what the backend observed as stale)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    wake_after: float | None = None
+
+    def event(self, reason: str, message: str, type_: str = "Normal") -> None:
+        self.events.append((type_, reason, message))
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def timestamp(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seconds_since(ts: str | None, now: datetime) -> float:
+    if not ts:
+        return 0.0
+    return (now - datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)).total_seconds()
+
+
+def _silent(job: JobState | None, now: datetime) -> bool:
+    """The step finished successfully but its worker never published a result."""
+    return bool(
+        job
+        and job.succeeded
+        and job.completed_at
+        and (now - job.completed_at).total_seconds() > RESULT_GRACE_SECONDS
+    )
+
+
+def _fresh(kind: type[ServeBenchmarkStatus] | type[QuantJobStatus], obs: Observed) -> Any:
+    stored = kind.model_validate(obs.status or {})
+    if stored.observed_generation != obs.generation:
+        return kind()  # a new spec: a new run (the old run's children are deleted as stale)
+    return stored
+
+
+def _start(status: Any, obs: Observed, total: int, d: Decision, what: str) -> None:
+    st.start(status, obs.generation, total)
+    status.start_time = timestamp(obs.now)
+    d.event("Started", f"{what} of generation {obs.generation} started")
+
+
+def resolve_quantjob_model(
+    spec: ServeBenchmarkSpec, qj: dict[str, Any], model_root: str = "/models"
+) -> tuple[ServedModel, str, ModelSource]:
+    """The model a benchmark serves from a Succeeded QuantJob (raises ValueError when it cannot)."""
+    assert spec.quant_job_ref
+    ref = spec.quant_job_ref
+    qstatus = QuantJobStatus.model_validate(qj.get("status") or {})
+    qspec = QuantJobSpec.model_validate(qj["spec"])
+    candidates: list[QuantVariantResult] = ([qstatus.base] if qstatus.base else []) + qstatus.variants
+    chosen = st.pick_variant(qstatus, ref.variant)
+    if chosen is None or not chosen.path:
+        raise ValueError(
+            f"QuantJob {ref.name} has no output {ref.variant!r} (has: {', '.join(v.name for v in candidates)})"
+        )
+    source = output_source(qspec, chosen.path, model_root)  # the QuantJob's scoring runs serve the same
+    return ServedModel(chosen.path, source.tokenizer, name=chosen.name), chosen.name, source
+
+
+def plan_benchmark(owner: Owner, spec: ServeBenchmarkSpec, model: ServedModel, site: Site) -> BenchmarkPlan:
+    """The compiled plan of one tick: the server launched once, its URL, the steps."""
+    return compile_benchmark(
+        spec, model, artifacts=site.artifacts, host=site.server_host, port=site.server_port,
+        server_url=lambda port: site.server_url(owner, port),
+    )  # fmt: skip
+
+
+# ---- ServeBenchmark -----------------------------------------------------------------------------
+def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site: Site) -> Decision:
+    status: ServeBenchmarkStatus = _fresh(ServeBenchmarkStatus, obs)
+    d = Decision(status=status, stale=list(obs.stale))
+    gen = obs.generation
+    if status.phase in ("Succeeded", "Failed"):
+        if obs.server.exists and _teardown(spec, status.phase):
+            d.actions.append(DeleteServer())
+        return d
+    if status.phase is None:
+        _start(status, obs, 0, d, "run")
+        status.engine = spec.engine.name
+
+    # --- the model -------------------------------------------------------------------------------
+    quant = spec.engine.quantization
+    source: ModelSource | None = spec.model
+    if spec.model:
+        model = ServedModel(
+            model_location(spec.model, site.model_root), spec.model.tokenizer, name=owner.name
+        )
+    else:
+        assert spec.quant_job_ref
+        ref = spec.quant_job_ref.name
+        if obs.quantjob is None:
+            if _seconds_since(status.start_time, obs.now) >= site.quantjob_grace_seconds:
+                return _fail(
+                    d, spec, "QuantJobNotFound", f"QuantJob {ref} does not exist in {owner.namespace}"
+                )
+            status.phase = "Pending"  # rechecked every tick until it exists or the grace period ends
+            st.step(status, f"waiting for QuantJob {ref} to exist", 0, 0)
+            d.wake_after = 5
+            return d
+        qphase = (obs.quantjob.get("status") or {}).get("phase")
+        if qphase == "Failed":
+            msg = (obs.quantjob.get("status") or {}).get("message", "")
+            return _fail(d, spec, "QuantJobFailed", f"QuantJob {ref} failed: {msg}")
+        if qphase != "Succeeded":
+            status.phase = "Waiting"
+            st.step(status, f"waiting for QuantJob {ref} ({qphase or 'Pending'})", 0, 0)
+            return d  # reconciled again when the QuantJob changes (or by the slow resync)
+        try:
+            model, quant, source = resolve_quantjob_model(spec, obs.quantjob, site.model_root)
+        except ValueError as err:
+            return _fail(d, spec, "QuantJobFailed", str(err))
+    status.phase = "Running"
+    status.model, status.quantization = model.location, quant
+
+    plan = plan_benchmark(owner, spec, model, site)
+    total = len(plan.steps) + 2
+    adapter = get_engine(spec.engine.name)
+    image = spec.engine.image or (spec.images.server if spec.images and spec.images.server else None)
+    image = image or adapter.default_image
+    images: dict[str, str] = {}
+    if site.images:  # where steps run in containers: which images (none locally)
+        images = {"server": image, **{s.image: site.images(s.image) for s in plan.steps}}
+    status.provenance = Provenance(
+        images=images, command=plan.server.command, node=obs.server.node or site.node,
+        gpu_product=obs.server.gpu_product,
+    )  # fmt: skip
+
+    # --- results so far (rebuilt from the published results every time) -----------------------------
+    status.results, status.scores, status.depth = [], [], []
+    for step in plan.steps:
+        st.fold_benchmark(status, step, obs.results.get(step.id), plan.points)
+    status.summary = st.summarize(status, plan.points)
+
+    if _seconds_since(status.start_time, obs.now) > plan.total_timeout_seconds:
+        return _fail(d, spec, "Timeout", f"the run took over {plan.total_timeout_seconds}s")
+
+    # --- the server --------------------------------------------------------------------------------
+    if not obs.server.exists:
+        d.actions.append(CreateServer(plan.server, image, source))
+        st.step(status, "start server", 0, total)
+        d.event(
+            "ServerCreated",
+            f"{spec.engine.name} server {owner.child('server')}: {' '.join(plan.server.command)}",
+        )
+        return d
+    if obs.server.failed:
+        st.set_condition(status, st.READY, False, "ServerFailed", obs.server.failed, gen)
+        return _fail(d, spec, "ServerFailed", obs.server.failed)
+    if not obs.server.ready:
+        waited = _seconds_since(status.start_time, obs.now)
+        if obs.server.unschedulable:
+            status.phase = "Pending"
+            st.set_condition(status, st.READY, False, "Unschedulable", obs.server.unschedulable, gen)
+            st.step(status, f"server unschedulable: {obs.server.unschedulable}", 0, total)
+        else:
+            st.set_condition(
+                status, st.READY, False, "ServerStarting", "waiting for the health endpoint", gen
+            )
+            st.step(status, "waiting for the server to become ready", 1, total)
+        if waited > plan.ready_timeout_seconds:
+            why = obs.server.unschedulable or "health endpoint never answered"
+            return _fail(d, spec, "ServerNotReady", f"not ready within {plan.ready_timeout_seconds}s: {why}")
+        return d
+    url = plan.server_url
+    ready = st.condition(status, st.READY)
+    if ready is None or ready.status != "True":
+        took = _seconds_since(status.start_time, obs.now)
+        d.event("ServerReady", f"server ready on {obs.server.node or site.node} ({took:.0f}s after start)")
+    st.set_condition(status, st.READY, True, "ServerReady", f"{url} is ready", gen)
+    status.server = url
+
+    # --- the steps, one at a time ------------------------------------------------------------------
+    for i, step in enumerate(plan.steps, start=2):
+        job = obs.jobs.get(step.id)
+        result = obs.results.get(step.id)
+        if job and job.failed:
+            reason, message = st.step_failure(step.result, step.title, result, job.message or "job failed")
+            return _fail(d, spec, reason, message)
+        if job and job.succeeded and (result is not None or step.result == "warmup"):
+            continue
+        if result is None and _silent(job, obs.now):
+            reason, _ = st.step_failure(step.result, step.title, None, "")
+            return _fail(d, spec, reason, f"{step.title}: the worker finished without publishing a result")
+        st.step(status, step.title, i, total)
+        if job is None:
+            d.actions.append(RunStep(step))
+            d.event("StepStarted", step.title)
+        return d
+    st.step(status, "done", total, total)
+    st.succeed(status, st.outcome(status), gen)
+    d.event("Succeeded", status.message or "")
+    if _teardown(spec, "Succeeded"):
+        st.set_condition(status, st.READY, False, "ServerStopped", "server deleted after the run", gen)
+        status.server = None
+        d.actions.append(DeleteServer())
+    return d
+
+
+def _teardown(spec: ServeBenchmarkSpec, phase: str) -> bool:
+    return spec.server_policy == "Delete" or (spec.server_policy == "KeepOnFailure" and phase == "Succeeded")
+
+
+def _fail(d: Decision, spec: ServeBenchmarkSpec, reason: str, message: str) -> Decision:
+    assert isinstance(d.status, ServeBenchmarkStatus)
+    st.fail(d.status, reason, message, d.status.observed_generation)
+    d.event(reason, message, "Warning")
+    if _teardown(spec, "Failed"):
+        d.status.server = None
+        d.actions.append(DeleteServer())
+    return d
+
+
+# ---- QuantJob -----------------------------------------------------------------------------------
+def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed, site: Site) -> Decision:
+    status: QuantJobStatus = _fresh(QuantJobStatus, obs)
+    d = Decision(status=status, stale=list(obs.stale))
+    if status.phase in ("Succeeded", "Failed"):
+        return d
+    model = model_location(spec.model, site.model_root)
+    output = quant_output(spec, site.model_root, site.default_output)
+    plan = compile_quantjob(spec, model, output, site.artifacts)
+    if status.phase is None:
+        _start(status, obs, len(plan.steps), d, "quantization")
+    status.phase, status.model, status.output = "Running", model, output
+    step = plan.steps[0]
+    job, result = obs.jobs.get(step.id), obs.results.get(step.id)
+    if result:
+        st.fold_quant(status, result)
+    if _seconds_since(status.start_time, obs.now) > plan.total_timeout_seconds:
+        return _fail_quant(d, "Timeout", f"quantization took over {plan.total_timeout_seconds}s")
+    if job is None:
+        d.actions.append(RunStep(step))
+        st.step(status, step.title, 0, 1)
+        d.event("StepStarted", step.title)
+        return d
+    if job.failed:
+        why = (result or {}).get("reason") or job.message or "quantize job failed"
+        return _fail_quant(d, "QuantizeFailed", str(why))
+    if result is None and _silent(job, obs.now):
+        return _fail_quant(d, "QuantizeFailed", "the quantize worker finished without publishing a result")
+    if job.succeeded and result is not None:
+        return _score_quantjob(d, owner, spec, obs, output)
+    st.step(status, step.title, 0, 1)
+    return d
+
+
+def _fail_quant(d: Decision, reason: str, message: str) -> Decision:
+    assert isinstance(d.status, QuantJobStatus)
+    st.fail(d.status, reason, message, d.status.observed_generation)
+    d.event(reason, message, "Warning")
+    return d
+
+
+def _score_quantjob(d: Decision, owner: Owner, spec: QuantJobSpec, obs: Observed, output: str) -> Decision:
+    """After quantizing: one scoring run (a ServeBenchmark of its own) per output, one at a time (they
+    would compete for the same GPUs); scores are folded from the children's status on every tick."""
+    status = d.status
+    assert isinstance(status, QuantJobStatus)
+    runs = quant_score_runs(spec, status)
+    total = 1 + len(runs)
+    for i, run in enumerate(runs, start=1):
+        name = owner.child(run.suffix)
+        child = obs.benchmarks.get(name)
+        if child is None:
+            d.actions.append(CreateScoreRun(name, run))
+            st.step(status, f"score {run.variant} ({i}/{len(runs)})", i, total)
+            d.event("StepStarted", f"score {run.variant}: ServeBenchmark {name}")
+            return d
+        cstatus = ServeBenchmarkStatus.model_validate(child.get("status") or {})
+        st.fold_variant_scores(status, run.variant, cstatus.scores)
+        if cstatus.phase == "Failed":
+            return _fail_quant(
+                d, "EvalFailed", f"scoring {run.variant} (ServeBenchmark {name}): {cstatus.message}"
+            )
+        if cstatus.phase != "Succeeded":
+            st.step(
+                status, f"score {run.variant} ({i}/{len(runs)}): {cstatus.message or 'pending'}", i, total
+            )
+            return d
+    st.step(status, "done", total, total)
+    scored = f", {len(runs)} scored" if runs else ""
+    st.succeed(status, f"{len(status.variants)} output(s) in {output}{scored}", obs.generation)
+    d.event("Succeeded", status.message or "")
+    return d
+
+
+def decide(owner: Owner, spec: ServeBenchmarkSpec | QuantJobSpec, obs: Observed, site: Site) -> Decision:
+    if isinstance(spec, ServeBenchmarkSpec):
+        return decide_benchmark(owner, spec, obs, site)
+    return decide_quantjob(owner, spec, obs, site)
+
+
+__all__ = [
+    "Action",
+    "CreateScoreRun",
+    "CreateServer",
+    "Decision",
+    "DeleteServer",
+    "JobState",
+    "Observed",
+    "Owner",
+    "RunStep",
+    "ServerState",
+    "Site",
+    "decide",
+    "decide_benchmark",
+    "decide_quantjob",
+]
