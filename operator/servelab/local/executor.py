@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -99,6 +100,7 @@ class LocalExecutor:
     servers: dict[str, _Server] = field(default_factory=dict)  # by owner key
     steps: dict[str, dict[str, _Step]] = field(default_factory=dict)  # owner key -> step id -> process
     ports: dict[str, int] = field(default_factory=dict)  # owner key -> the server's port
+    interrupted: threading.Event = field(default_factory=threading.Event)  # set: stop at the next tick
     _t0: float = field(default_factory=time.monotonic)
 
     # ---- places -----------------------------------------------------------------------------------
@@ -161,6 +163,8 @@ class LocalExecutor:
         owner, stored = self._begin(res.kind, res.name, body, self.resume if resume is None else resume)
         status = stored
         while True:
+            if self.interrupted.is_set():
+                raise KeyboardInterrupt
             self._drive_children(owner, spec)
             obs = self.observe(owner, spec, status)
             decision = decide(owner, spec, obs, self.site(owner))

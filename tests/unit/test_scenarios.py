@@ -1,0 +1,320 @@
+"""One scenario table, two backends: the decision core must give the same status whether its children are
+Kubernetes objects (the operator's backend: decisions rendered into objects by `render.decision_objects`,
+played by a small in-memory cluster) or processes and files (`servelab run`'s backend: real processes of a
+scripted server and scripted workers, started by the real `LocalExecutor`).
+
+Each scenario scripts what the world does (the server comes up, crashes or never answers; each worker
+step publishes a result and exits with a code) and compares what both backends end with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from servelab import API_VERSION, core
+from servelab.api.servebenchmark import ServeBenchmarkSpec
+from servelab.controller import render
+from servelab.controller.kube import cluster_site
+from servelab.controller.settings import Settings
+from servelab.core import JobState, Observed, Owner, ServerState
+from servelab.local.executor import LocalExecutor
+from servelab.local.processes import Toolchain
+from servelab.manifests import Resource
+from servelab.plan import WorkerStep
+
+pytestmark = pytest.mark.unit
+SETTINGS = Settings()
+
+
+def row(c: int, valid: bool = True) -> dict[str, Any]:
+    r: dict[str, Any] = {"concurrency": c, "requests": 2 * c, "succeeded": 2 * c, "successRate": 1.0,
+                         "outputTokensPerSecond": 10.0 * c, "valid": valid}  # fmt: skip
+    if not valid:
+        r["reason"] = "mean output tokens 3 != requested 8"
+    return {"points": [r]}
+
+
+CRASHED = {"points": [{"concurrency": 2, "requests": 4, "succeeded": 0, "failed": 0, "successRate": 0.0,
+                       "valid": False, "reason": "evalscope produced no results (rc=1)"}]}  # fmt: skip
+OK = {"warmup": (0, None), "load-0": (0, row(1)), "load-1": (0, row(2))}
+
+
+@dataclass
+class Scenario:
+    name: str
+    steps: dict[str, tuple[int, dict[str, Any] | None]]  # step id -> (exit code, published result)
+    server: str = "ok"  # ok | never (health never 200) | crash (exits at once)
+    ready_seconds: int = 30
+    expect_phase: str = "Succeeded"
+    expect_reason: str | None = None
+
+
+SCENARIOS = [
+    Scenario("success", OK),
+    Scenario("load-point-crash", {**OK, "load-1": (1, CRASHED)}, expect_phase="Failed", expect_reason="LoadFailed"),
+    Scenario("invalid-result", {**OK, "load-1": (1, row(2, valid=False))}, expect_phase="Failed",
+             expect_reason="InvalidResult"),
+    Scenario("server-crash", OK, server="crash", expect_phase="Failed", expect_reason="ServerFailed"),
+    Scenario("server-never-ready", OK, server="never", ready_seconds=10, expect_phase="Failed",
+             expect_reason="ServerNotReady"),
+]  # fmt: skip
+
+
+def spec_body(ready_seconds: int = 30, parallel: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    return {
+        "model": {"path": "/models/tiny.gguf"},
+        "engine": {"name": "llamacpp", "servedModelName": "tiny"},
+        "load": {"parallel": list(parallel), "number": [2 * p for p in parallel], "minPromptLength": 8,
+                 "maxPromptLength": 8, "maxTokens": 8, "warmupRequests": 1},
+        "timeouts": {"serverReadySeconds": ready_seconds, "totalSeconds": 600},
+    }  # fmt: skip
+
+
+def normalized(status: Any) -> dict[str, Any]:
+    """What must agree between backends: phase, failure, every row, progress, condition states."""
+    wire = status if isinstance(status, dict) else status.to_wire()
+    conds = {c["type"]: (c["status"], c["reason"]) for c in wire.get("conditions", [])}
+    ready = conds.pop("Ready", None)
+    failed = wire.get("phase") == "Failed"
+    return {
+        "phase": wire.get("phase"),
+        "observedGeneration": wire.get("observedGeneration"),
+        "conditions": conds,
+        "ready": ready[0] if ready else None,
+        "results": [
+            (r["concurrency"], r.get("valid"), r.get("outputTokensPerSecond"))
+            for r in wire.get("results", [])
+        ],
+        # where a failure is first seen depends on timing (a crashing server may be seen starting first)
+        "progress": None if failed else (wire.get("progress") or {}).get("summary"),
+        "points": (wire.get("summary") or {}).get("points"),
+        "failedReason": next(
+            (
+                c["reason"]
+                for c in wire.get("conditions", [])
+                if c["type"] == "Failed" and c["status"] == "True"
+            ),
+            None,
+        ),
+    }
+
+
+# ---- the operator's backend, with an in-memory cluster ----------------------------------------------
+@dataclass
+class Cluster:
+    """Plays the apiserver, the Job and Deployment controllers and the workers, from rendered objects."""
+
+    scenario: Scenario
+    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    results: dict[tuple[int, str], dict[str, Any]] = field(
+        default_factory=dict
+    )  # (generation, step) -> result
+    jobs: dict[tuple[int, str], JobState] = field(default_factory=dict)
+    now: datetime = field(default_factory=lambda: datetime(2026, 11, 29, tzinfo=UTC))
+    runs: dict[str, int] = field(default_factory=dict)  # step id -> times a worker ran it
+
+    def observe(self, owner: Owner, status: dict[str, Any]) -> Observed:
+        obs = Observed(generation=owner.generation, status=status, now=self.now)
+        for (kind, name), obj in self.objects.items():
+            gen = int(obj["metadata"]["labels"]["servelab.dev/generation"])
+            if gen != owner.generation:
+                obs.stale.append((obj["apiVersion"], kind, name))
+            elif kind == "Deployment":
+                obs.server = ServerState(exists=True, node="gpu-0", ready=self.scenario.server == "ok",
+                                         failed="container engine exited with code 1" if self.scenario.server == "crash" else None)  # fmt: skip
+        for (gen, sid), job in self.jobs.items():
+            if gen == owner.generation:
+                obs.jobs[sid] = job
+        for (gen, sid), result in self.results.items():
+            if gen == owner.generation:
+                obs.results[sid] = result
+        return obs
+
+    def apply(self, owner: Owner, spec: ServeBenchmarkSpec, decision: core.Decision) -> None:
+        create, delete = render.decision_objects(owner, spec, decision, SETTINGS)
+        for obj in create:
+            self.objects.setdefault((obj["kind"], obj["metadata"]["name"]), obj)
+        for _, kind, name in delete:
+            self.objects.pop((kind, name), None)
+
+    def advance(self) -> None:
+        """Time passes: each Job runs its worker (as scripted) and completes."""
+        self.now += timedelta(seconds=1)
+        for (kind, name), obj in list(self.objects.items()):
+            if kind != "Job":
+                continue
+            labels = obj["metadata"]["labels"]
+            gen, sid = int(labels["servelab.dev/generation"]), labels["servelab.dev/step"]
+            if (gen, sid) in self.jobs:
+                continue
+            rc, result = self.scenario.steps[sid]
+            self.runs[sid] = self.runs.get(sid, 0) + 1
+            if result is not None:
+                self.results[(gen, sid)] = result
+            self.jobs[(gen, sid)] = JobState(name, succeeded=rc == 0, failed=rc != 0,
+                                             message="" if rc == 0 else "BackoffLimitExceeded: Job has reached the specified backoff limit",
+                                             completed_at=self.now)  # fmt: skip
+
+
+def run_cluster(world: Cluster, body: dict[str, Any], generation: int = 1, status: dict[str, Any] | None = None,
+                max_ticks: int = 400, stop_after: str | None = None) -> dict[str, Any]:  # fmt: skip
+    spec = ServeBenchmarkSpec.model_validate(body)
+    owner = Owner("ServeBenchmark", "sc", "ns", "uid-sc", generation)
+    status = status or {}
+    for _ in range(max_ticks):
+        d = core.decide_benchmark(owner, spec, world.observe(owner, status), cluster_site(SETTINGS))
+        world.apply(owner, spec, d)
+        status = d.status.to_wire()
+        if status.get("phase") in ("Succeeded", "Failed"):
+            return status
+        if stop_after and (generation, stop_after) in world.jobs:
+            return status  # the operator is killed here
+        world.advance()
+    raise AssertionError(f"no end after {max_ticks} ticks: {status.get('progress')}")
+
+
+# ---- servelab run's backend: real processes ---------------------------------------------------------
+SERVER = textwrap.dedent("""
+    import http.server, os, sys
+    mode = os.environ["SCENARIO_SERVER"]
+    if mode == "crash":
+        sys.exit(1)
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if mode == "ok" else 503)
+            self.end_headers()
+        def log_message(self, *a):
+            pass
+    http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+""")
+WORKER = textwrap.dedent("""
+    import json, os, pathlib, sys
+    sid = sys.argv[1]
+    rc, result = json.loads(os.environ["SCENARIO_STEPS"])[sid]
+    with open(os.environ["SCENARIO_RUNS"], "a") as f:
+        f.write(sid + "\\n")
+    if result is not None:
+        sink = pathlib.Path(os.environ["SERVELAB_RESULT_SINK"].split(":", 1)[1])
+        sink.write_text(json.dumps(result))
+    sys.exit(rc)
+""")
+
+
+@dataclass
+class ScriptedToolchain(Toolchain):
+    """The server and worker programs replaced by scripts; everything else is the real local executor."""
+
+    scenario: Scenario
+    scripts: Path
+    runs_file: Path
+
+    def env(self) -> dict[str, str]:
+        return {"SCENARIO_SERVER": self.scenario.server, "SCENARIO_STEPS": json.dumps(self.scenario.steps),
+                "SCENARIO_RUNS": str(self.runs_file), "PATH": "/usr/bin:/bin"}  # fmt: skip
+
+    def worker_argv(self, step: WorkerStep) -> tuple[list[str], dict[str, str]]:
+        return [sys.executable, str(self.scripts / "worker.py"), step.id], self.env()
+
+    def server_argv(self, engine: str, command: list[str]) -> tuple[list[str], dict[str, str]]:
+        port = command[command.index("--port") + 1]
+        return [sys.executable, str(self.scripts / "server.py"), port], self.env()
+
+
+def local_executor(tmp: Path, scenario: Scenario) -> tuple[LocalExecutor, Path]:
+    (tmp / "server.py").write_text(SERVER)
+    (tmp / "worker.py").write_text(WORKER)
+    runs = tmp / "runs.txt"
+    tool = ScriptedToolchain(scenario=scenario, scripts=tmp, runs_file=runs)
+    return LocalExecutor(runs_dir=tmp / "runs", log=lambda _: None, toolchain=tool, tick_seconds=0.1), runs
+
+
+def resource(body: dict[str, Any]) -> Resource:
+    doc = {"apiVersion": API_VERSION, "kind": "ServeBenchmark", "metadata": {"name": "sc"}, "spec": body}
+    return Resource("ServeBenchmark", "sc", None, doc, "test")
+
+
+def run_local(tmp: Path, scenario: Scenario, body: dict[str, Any], resume: bool = False) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    ex, runs = local_executor(tmp, scenario)
+    try:
+        status = ex.run(resource(body), resume=resume).to_wire()
+    finally:
+        ex.stop_all()
+    return status, runs.read_text().split() if runs.exists() else []
+
+
+# ---- the table ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_both_backends_end_with_the_same_status(scenario: Scenario, tmp_path: Path) -> None:
+    body = spec_body(scenario.ready_seconds)
+    world = Cluster(scenario)  # its clock is simulated: a second per tick
+    in_cluster = run_cluster(world, body)
+    local, ran = run_local(tmp_path, scenario, body)
+    assert normalized(in_cluster) == normalized(local)
+    assert local["phase"] == scenario.expect_phase
+    assert normalized(local)["failedReason"] == scenario.expect_reason
+    assert sorted(ran) == sorted(sid for sid, n in world.runs.items() for _ in range(n))  # the same steps ran
+
+
+def test_restart_mid_run_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    """The operator killed after load-0 and restarted / `servelab run` interrupted and `--resume`d: the run
+    continues from load-1, load-0 is not run again, and both end as an uninterrupted run does."""
+    scenario = SCENARIOS[0]
+    body = spec_body()
+    world = Cluster(scenario)
+    half = run_cluster(world, body, stop_after="load-0")
+    assert half["phase"] == "Running"
+    in_cluster = run_cluster(world, body, status=half)  # a new operator process: only what is stored
+    assert world.runs == {"warmup": 1, "load-0": 1, "load-1": 1}
+
+    # locally: load-1's worker is made to hang, the run is cut (as Ctrl-C would), then resumed
+    hang = Scenario("hang", {**OK, "load-1": (0, None)})
+    ex, runs = local_executor(tmp_path, hang)
+    (tmp_path / "worker.py").write_text(
+        WORKER.replace("sys.exit(rc)", "import time\nif sid == 'load-1': time.sleep(60)\nsys.exit(rc)")
+    )
+    import threading
+
+    def interrupted_run() -> None:
+        with contextlib.suppress(KeyboardInterrupt):
+            ex.run(resource(body))
+
+    t = threading.Thread(target=interrupted_run, daemon=True)
+    t.start()
+    stored = tmp_path / "runs" / "servebenchmark-sc" / "load-0.exit"
+    for _ in range(200):
+        if stored.exists() and "load-1" in (runs.read_text() if runs.exists() else ""):
+            break
+        threading.Event().wait(0.1)
+    ex.interrupted.set()  # what Ctrl-C does to `servelab run`
+    t.join(10)
+    ex.stop_all()  # and its processes die with it
+    assert not t.is_alive()
+    local, ran = run_local(tmp_path, scenario, body, resume=True)
+    assert ran.count("load-0") == 1 and ran.count("warmup") == 1  # not repeated after the restart
+    assert normalized(local) == normalized(in_cluster)
+
+
+def test_spec_change_starts_the_next_generation_in_both(tmp_path: Path) -> None:
+    scenario = SCENARIOS[0]
+    world = Cluster(scenario)
+    first = run_cluster(world, spec_body())
+    changed = spec_body(parallel=(1,))
+    second = run_cluster(world, changed, generation=2, status=first)
+    assert second["observedGeneration"] == 2 and [r["concurrency"] for r in second["results"]] == [1]
+    assert not any(
+        int(o["metadata"]["labels"]["servelab.dev/generation"]) == 1 for o in world.objects.values()
+    )
+
+    run_local(tmp_path, scenario, spec_body())
+    local, _ = run_local(tmp_path, scenario, changed, resume=True)
+    assert normalized(local) == normalized(second)
+    assert not (tmp_path / "runs" / "servebenchmark-sc" / "load-1.result.json").exists()  # stale, deleted
