@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 from typing import Any
 
@@ -11,7 +12,7 @@ from servelab.api.engine import Engine
 from servelab.api.validate import SpecError, validate_resource
 from servelab.engines import ENGINES, NoLocalBuild, ServedModel, default_for_format, for_command, get
 from servelab.local.processes import StepFailed, Toolchain
-from servelab.workers import engine_metrics
+from servelab.workers import engine_metrics, perf
 
 pytestmark = pytest.mark.unit
 
@@ -226,3 +227,14 @@ def test_engine_specifics_live_on_the_adapters() -> None:
         get("sglang").local_command(["python3", "-m", "sglang.launch_server"])
     with pytest.raises(StepFailed, match="engine sglang has no local build"):
         Toolchain().server_argv("sglang", ["python3", "-m", "sglang.launch_server"])
+
+
+@pytest.mark.parametrize("engine", [*sorted(ENGINES), "some-new-engine"])
+def test_the_perf_worker_takes_its_engine_rules_from_the_adapters(engine: str) -> None:
+    parser = argparse.ArgumentParser()
+    perf.add_arguments(parser)
+    args = parser.parse_args(["--url", "http://h:1", "--model", "m", "--tokenizer-path", "/t", "--parallel", "1",
+                              "--number", "1", "--out", "/tmp/o", "--engine", engine])  # fmt: skip
+    cmd = perf.build_point_command(args, 1, 1, 0, args.engine)
+    closes = "Connection=close" in cmd
+    assert closes == (engine in ENGINES and get(engine).connection_close)

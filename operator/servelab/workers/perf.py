@@ -59,7 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     p.add_argument("--no-ignore-eos", action="store_true", help="do not send ignore_eos")
     p.add_argument("--min-success-rate", type=float, default=1.0, help="validity threshold, 0..1")
-    p.add_argument("--engine", default="auto", choices=["auto", *ENGINES, "other"])
+    p.add_argument(
+        "--engine",
+        default="auto",
+        help=f"auto (detect), {', '.join(ENGINES)}, or any other name (an engine this worker does not know)",
+    )
     p.add_argument("--header", action="append", default=[], metavar="K=V", help="extra request header")
     p.add_argument(
         "--metrics-url", default=None, help="engine metrics URL (default <server>/metrics; 'none')"
