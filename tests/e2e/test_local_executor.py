@@ -91,7 +91,7 @@ def test_run_quantjob_and_benchmark(tiny: Path, tmp_path: Path) -> None:
             row["scores"]
         )
         assert row["scores"] and all(0 <= sc["score"] <= 1 for sc in row["scores"])
-    for child in ("q-score-f16", "q-score-q4-k-m"):
+    for child in ("q-q1-score-f16", "q-q1-score-q4-k-m"):
         cs = yaml.safe_load((runs / f"servebenchmark-{child}" / "status.yaml").read_text())
         assert cs["status"]["phase"] == "Succeeded", cs["status"]
         assert cs["spec"]["model"]["path"].endswith(".gguf")

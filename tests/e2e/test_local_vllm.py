@@ -51,7 +51,7 @@ def test_fp8_quantjob_served_by_vllm_cpu_and_swept(tmp_path: Path) -> None:
     assert cfg["quant_method"] == "compressed-tensors" and cfg["format"] == "float-quantized"
     # its task scores, from a vLLM server of the FP8 checkpoint (the scoring run's own status is kept too)
     assert variant["scores"] and {(s["dataset"], s["num"]) for s in variant["scores"]} == {("general_qa", 2)}
-    (child,) = runs.glob("servebenchmark-fp8-score-*")
+    (child,) = runs.glob("servebenchmark-fp8-q1-score-*")
     scored = yaml.safe_load((child / "status.yaml").read_text())
     assert scored["status"]["provenance"]["command"][:3] == ["vllm", "serve", variant["path"]]
     status = yaml.safe_load((runs / "servebenchmark-fp8-vllm" / "status.yaml").read_text())["status"]

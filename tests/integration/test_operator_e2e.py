@@ -173,7 +173,7 @@ def test_quantjob_scores_its_outputs_through_child_servebenchmarks(
     custom = client.CustomObjectsApi(kube)
     children = {sb["metadata"]["name"]: sb for sb in
                 custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "servebenchmarks")["items"]}  # fmt: skip
-    assert set(children) == {"scored-g1-score-f16", "scored-g1-score-q4-k-m"}
+    assert set(children) == {"scored-q1-score-f16", "scored-q1-score-q4-k-m"}
     for name, sb in children.items():
         assert sb["metadata"]["ownerReferences"][0]["uid"] == qj["metadata"]["uid"]
         assert sb["status"]["phase"] == "Succeeded" and sb["spec"]["model"]["path"].endswith(".gguf"), name

@@ -10,6 +10,7 @@ from kubernetes import client
 from operator_fixtures import RunningOperator
 
 from servelab import GROUP, VERSION
+from servelab.names import child_name
 from servelab_dev.kubelet import wait_for
 
 pytestmark = pytest.mark.integration
@@ -199,15 +200,20 @@ def test_every_example_is_reconciled(
     # QuantJobs started their Job; benchmarks on a QuantJob wait for it; the others created their server
     jobs = {j.metadata.name for j in client.BatchV1Api(kube).list_namespaced_job(namespace).items}
     assert {
-        "qwen3-4b-w4a16-g128-g1-quantize",
-        "qwen3-4b-gguf-g1-quantize",
-        "qwen3-8b-awq-g1-quantize",
+        "qwen3-4b-w4a16-g128-q1-quantize",
+        "qwen3-4b-gguf-q1-quantize",
+        "qwen3-8b-awq-q1-quantize",
     } <= jobs
     assert by_name["qwen3-4b-iq4xs-llamacpp"] == "Waiting" and by_name["qwen3-8b-awq-vllm"] == "Waiting"
     deployments = {
         d.metadata.name for d in client.AppsV1Api(kube).list_namespaced_deployment(namespace).items
     }
-    assert {"qwen3-4b-bf16-vllm-g1-server", "glm-4.7-flash-sglang-eagle-g1-server"} <= deployments
+    # a name with a dot: its children get a valid DNS-1035 name (hashed), so its Service can exist
+    dotted = child_name("ServeBenchmark", "glm-4.7-flash-sglang-eagle", 1, "server")
+    assert dotted.startswith("glm-4-7-flash-sglang-eagle-g1-server-")
+    assert {"qwen3-4b-bf16-vllm-g1-server", dotted} <= deployments
+    services = {s.metadata.name for s in client.CoreV1Api(kube).list_namespaced_service(namespace).items}
+    assert dotted in services
 
 
 def test_changed_spec_of_a_finished_benchmark_starts_a_new_run(
