@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crds": ("servelab.api.crdgen", "generate crds/*.yaml, the chart's CRDs and docs/api.md from the models"),
     "worker": ("servelab.workers.cli", "run one worker step (what the images run in pods)"),
     "run": ("servelab.local.cli", "run a manifest's experiments locally as processes"),
+    "validate": ("servelab.validate_cli", "check manifests as the apiserver would, without a cluster"),
     "operator": ("servelab.controller.cli", "run the operator against the current kubeconfig's cluster"),
 }
 

@@ -19,7 +19,8 @@ def _walk(schema: dict[str, Any], path: str = "") -> list[str]:
     for bad in ("$ref", "anyOf", "oneOf", "allOf", "const", "$defs", "title"):
         if bad in schema:
             problems.append(f"{path}: has {bad}")
-    if "type" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+    untyped = ("x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string")
+    if "type" not in schema and not any(schema.get(u) for u in untyped):
         problems.append(f"{path}: no type")
     for name, sub in schema.get("properties", {}).items():
         problems += _walk(sub, f"{path}.{name}")

@@ -111,18 +111,28 @@ def structural(schema: Schema, defs: dict[str, Schema], classes: dict[str, type[
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
         target = structural(defs[name], defs, classes)
-        rules = _cel_rules(classes.get(name))
+        rules = target.get("x-kubernetes-validations", []) + _cel_rules(classes.get(name))
         if rules:
             target["x-kubernetes-validations"] = rules
-        extra = {k: v for k, v in schema.items() if k not in ("$ref",)}
-        merged = {**target, **structural_keywords(extra)}
+        extra = structural_keywords({k: v for k, v in schema.items() if k not in ("$ref",)})
+        field_rules = extra.pop("x-kubernetes-validations", [])
+        merged = {**target, **extra}
+        if field_rules:
+            merged["x-kubernetes-validations"] = rules + field_rules
         return merged
+    if schema.get("x-kubernetes-int-or-string"):
+        # no type: an integer or a string (a Kubernetes quantity), as core/v1 resources are
+        return {"x-kubernetes-int-or-string": True, **structural_keywords(schema)}
     if "anyOf" in schema:
         options = [o for o in schema["anyOf"] if o.get("type") != "null"]
         if len(options) != 1:
             raise ValueError(f"unions other than Optional are not structural: {schema}")
         out = structural(options[0], defs, classes)
-        out.update(structural_keywords({k: v for k, v in schema.items() if k != "anyOf"}))
+        outer = structural_keywords({k: v for k, v in schema.items() if k != "anyOf"})
+        rules = out.get("x-kubernetes-validations", []) + outer.pop("x-kubernetes-validations", [])
+        out.update(outer)
+        if rules:
+            out["x-kubernetes-validations"] = rules
         return out
     kind = schema.get("type")
     if "const" in schema:
@@ -168,6 +178,9 @@ def structural_keywords(schema: Schema) -> Schema:
         "maxItems",
         "minimum",
         "maximum",
+        "minProperties",
+        "maxProperties",
+        "x-kubernetes-validations",
     ):
         if key in schema:
             out[key] = schema[key]

@@ -16,9 +16,14 @@ from servelab.api.common import (
     PvcSource,
     Resources,
     SecretKeyRef,
+    cel,
 )
 from servelab.api.engine import Engine
+from servelab.api.registries import COMPRESSOR_SCHEMES, EVALSCOPE_DATASETS, EVALSCOPE_VERSION
 from servelab.api.results import QuantVariantResult
+
+_SCHEMES = ", ".join(f"'{s}'" for s in COMPRESSOR_SCHEMES)
+_DATASETS = ", ".join(f"'{d}'" for d in EVALSCOPE_DATASETS)
 
 QuantMethod = Literal["gptq", "awq", "fp8-dynamic", "w8a8", "w4a8", "gguf"]
 GgufType = Literal[
@@ -34,8 +39,15 @@ class CompressorOptions(ApiModel):
     scheme: str | None = Field(
         None,
         max_length=64,
-        description="Preset scheme (W4A16, W4A16_ASYM, W8A16, W8A8, W4A8, FP8_DYNAMIC, FP8). "
-        "Default per method: gptq W4A16, awq W4A16_ASYM, fp8-dynamic FP8_DYNAMIC, w8a8 W8A8, w4a8 W4A8.",
+        description="Preset scheme of compressed-tensors (W4A16, W4A16_ASYM, W8A16, W8A8, W4A8, FP8_DYNAMIC, "
+        "FP8, ...; any case). Default per method: gptq W4A16, awq W4A16_ASYM, fp8-dynamic FP8_DYNAMIC, "
+        "w8a8 W8A8, w4a8 W4A8.",
+        json_schema_extra=cel(
+            (
+                f"self.upperAscii() in [{_SCHEMES}]",
+                "not a compressed-tensors preset scheme: one of " + ", ".join(COMPRESSOR_SCHEMES),
+            )
+        ),
     )
     bits: int | None = Field(None, ge=2, le=8, description="Weight bits, overriding the scheme's.")
     group_size: int | None = Field(
@@ -73,7 +85,13 @@ class GgufOptions(ApiModel):
         ...,
         min_length=1,
         max_length=16,
-        description="Outputs to make, e.g. [{type: IQ4_XS}, {type: Q4_K_M}].",
+        description="Outputs to make, e.g. [{type: IQ4_XS}, {type: Q4_K_M}]; each type once.",
+        json_schema_extra=cel(
+            (
+                "self.all(v, self.exists_one(w, w.type == v.type))",
+                "each type may appear only once (two variants of one type would be one file)",
+            )
+        ),
     )
     imatrix: bool = Field(
         True,
@@ -117,7 +135,19 @@ class PerplexityEval(ApiModel):
 
 
 class EvalscopeDataset(ApiModel):
-    name: str = Field(..., min_length=1, max_length=128, description="evalscope data set, e.g. math_500.")
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=128,
+        description=f"evalscope data set, e.g. math_500 (a name of evalscope {EVALSCOPE_VERSION}'s registry; "
+        "general_qa / general_mcq with localPath for your own data).",
+        json_schema_extra=cel(
+            (
+                f"self in [{_DATASETS}]",
+                f"not an evalscope {EVALSCOPE_VERSION} data set (see the list under spec.evaluations in docs/api.md)",
+            )
+        ),
+    )
     local_path: str | None = Field(None, max_length=1024, description="Local copy of the data set.")
     subsets: list[str] = Field(default_factory=list, max_length=64, description="Subsets to run.")
     metrics: list[str] = Field(default_factory=list, max_length=16, description="Metrics (e.g. Rouge).")
@@ -150,6 +180,8 @@ class QuantEvaluation(ApiModel):
     __cel__ = [
         ("!has(self.engine) || has(self.evalscope)",
          "spec.evaluation.engine is only used with spec.evaluation.evalscope", ".engine"),
+        ("!has(self.variants) || size(self.variants) == 0 || has(self.evalscope)",
+         "spec.evaluation.variants is only used with spec.evaluation.evalscope", ".variants"),
     ]  # fmt: skip
 
     perplexity: PerplexityEval | None = Field(None, description="Perplexity of base and quantized model.")
@@ -196,6 +228,15 @@ class QuantJobSpec(ApiModel):
         ("self.method in ['fp8-dynamic'] || (self.method == 'gguf' && has(self.gguf) && !self.gguf.imatrix && self.gguf.variants.all(v, !has(v.imatrix) || !v.imatrix)) || has(self.calibration)",
          "spec.calibration is required by this spec.method (all but fp8-dynamic and gguf without imatrix)",
          ".calibration"),
+        # a GGUF QuantJob's outputs are its variant types (named TYPE or TYPE+imatrix) and the F16 base
+        ("self.method != 'gguf' || !has(self.gguf) || !has(self.evaluation) || !has(self.evaluation.variants) || "
+         "self.evaluation.variants.all(n, n.lowerAscii() == 'f16' || self.gguf.variants.exists(v, "
+         "n.lowerAscii() == v.type.lowerAscii() || n.lowerAscii() == v.type.lowerAscii() + '+imatrix'))",
+         "spec.evaluation.variants must name outputs this QuantJob makes (a spec.gguf.variants type, or F16)",
+         ".evaluation.variants"),
+        ("!has(self.output.s3)",
+         "spec.output.s3 is not implemented yet: write to spec.output.pvc (or spec.output.path locally)",
+         ".output.s3"),
     ]  # fmt: skip
 
     model: ModelSource = Field(..., description="The model to quantize.")

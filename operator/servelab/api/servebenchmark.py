@@ -9,8 +9,10 @@ from pydantic import Field
 from servelab.api.base import ApiModel
 from servelab.api.common import (
     CommonStatus,
+    DnsSubdomain,
     ModelSource,
     Placement,
+    Quantity,
     Resources,
     SecretKeyRef,
 )
@@ -20,7 +22,7 @@ from servelab.api.results import DepthPointResult, EvalScore, LoadPointResult
 
 
 class QuantJobRef(ApiModel):
-    name: str = Field(..., min_length=1, max_length=253, description="QuantJob in the same namespace.")
+    name: DnsSubdomain = Field(..., description="QuantJob in the same namespace.")
     variant: str | None = Field(
         None,
         max_length=64,
@@ -102,10 +104,25 @@ class ServeBenchmarkSpec(ApiModel):
     __cel__ = [
         ("has(self.model) != has(self.quantJobRef)",
          "set exactly one of spec.model or spec.quantJobRef", None),
-        ("!has(self.resources) || !has(self.resources.gpus) || self.engine.tensorParallelSize <= self.resources.gpus",
+        # llama.cpp runs on CPU with gpus: 0 (its tensorParallelSize is always 1)
+        ("!has(self.resources) || !has(self.resources.gpus) || self.engine.tensorParallelSize <= self.resources.gpus"
+         " || (self.engine.name == 'llamacpp' && self.resources.gpus == 0)",
          "spec.engine.tensorParallelSize must not exceed spec.resources.gpus", ".engine.tensorParallelSize"),
         ("has(self.load) || has(self.contextSweep) || (has(self.evaluations) && size(self.evaluations) > 0)",
          "set at least one of spec.load, spec.contextSweep or spec.evaluations", None),
+        # what cannot fit in the server's context is refused by it, request after request
+        ("!has(self.engine.maxModelLen) || !has(self.load) || "
+         "self.load.prefixLength + self.load.maxPromptLength + self.load.maxTokens <= self.engine.maxModelLen",
+         "spec.load: prefixLength + maxPromptLength + maxTokens must not exceed spec.engine.maxModelLen "
+         "(every longer request would be refused by the server)", ".load.maxPromptLength"),
+        ("!has(self.engine.maxModelLen) || !has(self.contextSweep) || self.contextSweep.depths.all(d, "
+         "d + self.contextSweep.promptTokens + self.contextSweep.genTokens <= self.engine.maxModelLen)",
+         "spec.contextSweep: each depth + promptTokens + genTokens must not exceed spec.engine.maxModelLen",
+         ".contextSweep.depths"),
+        ("!has(self.engine.maxModelLen) || !has(self.evaluations) || self.evaluations.all(e, "
+         "!has(e.generation) || !has(e.generation.maxTokens) || e.generation.maxTokens < self.engine.maxModelLen)",
+         "spec.evaluations[].generation.maxTokens must be below spec.engine.maxModelLen (room for the prompt)",
+         ".evaluations"),
     ]  # fmt: skip
 
     model: ModelSource | None = Field(None, description="The model to serve.")
@@ -115,7 +132,7 @@ class ServeBenchmarkSpec(ApiModel):
     context_sweep: ContextSweep | None = Field(None, description="Context-depth sweep.")
     evaluations: list[Evaluation] = Field(default_factory=list, max_length=16, description="evalscope evals.")
     resources: Resources | None = Field(None, description="GPUs (default tensorParallelSize), CPU, memory.")
-    shm_size: str = Field("16Gi", max_length=32, description="Memory-backed /dev/shm (vLLM, SGLang).")
+    shm_size: Quantity = Field("16Gi", description="Memory-backed /dev/shm (vLLM, SGLang), e.g. 16Gi.")
     placement: Placement | None = Field(None, description="Where the server runs.")
     isolation: Isolation | None = Field(None, description="Isolation from other benchmarks.")
     timeouts: Timeouts | None = Field(None, description="Time limits.")
