@@ -49,7 +49,7 @@ class ManifestProblem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        what = self.resource or f"document {self.document}"
+        what = self.resource or (f"document {self.document}" if self.document else None)
         return ": ".join(p for p in (where, what, self.field, self.message) if p)
 
 
@@ -173,9 +173,9 @@ _Loader.add_constructor(_PLAIN, lambda loader, node: _plain_scalar(str(node.valu
 
 
 class _YamlProblem(Exception):
-    def __init__(self, message: str, line: int) -> None:
+    def __init__(self, message: str, line: int, document: int = 0) -> None:
         super().__init__(message)
-        self.line = line
+        self.line, self.document = line, document
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> int:
@@ -294,11 +294,11 @@ def read_documents(text: str) -> Iterable[Document | _YamlProblem]:
                 _duplicate_keys(node, loader, set())
                 body = _jsonable(loader.construct_document(node), line)
             except _YamlProblem as err:
-                yield _YamlProblem(f"document {number}: {err}", err.line)
+                yield _YamlProblem(str(err), err.line, number)
                 continue
             except yaml.YAMLError as err:
                 mark = getattr(err, "problem_mark", None)
-                yield _YamlProblem(f"document {number}: {err}", mark.line + 1 if mark else line)
+                yield _YamlProblem(str(err), mark.line + 1 if mark else line, number)
                 continue
             lines: dict[str, int] = {}
             _field_lines(node, "", lines)
@@ -379,7 +379,7 @@ def scan_manifests(*paths: Path, text: dict[str, str] | None = None) -> Scan:
             continue
         for doc in read_documents(content):
             if isinstance(doc, _YamlProblem):
-                scan.problems.append(ManifestProblem(where, doc.line, 0, str(doc)))
+                scan.problems.append(ManifestProblem(where, doc.line, doc.document, str(doc)))
                 continue
             _classify(scan, file, doc)
     return scan

@@ -13,7 +13,8 @@ from servelab import report
 from servelab.api.quantjob import QuantJobStatus
 from servelab.api.servebenchmark import ServeBenchmarkStatus
 from servelab.local.executor import LocalExecutor
-from servelab.manifests import Resource, load_manifests
+from servelab.manifests import Resource, check_manifests
+from servelab.validate_cli import print_problems
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,14 +95,20 @@ def execute(
 
 
 def run(args: argparse.Namespace) -> int:
-    resources = load_manifests(*args.filename)
+    # read and validate everything before starting anything: the same located messages as `servelab validate`
+    scan = check_manifests(*args.filename)
+    if scan.problems:
+        count = print_problems(scan.problems, sys.stderr)
+        print(f"{count} problem(s) in the manifests: nothing was run", file=sys.stderr)
+        return 1
+    for other in scan.others:
+        print(f"{other}: not a servelab resource, skipped", file=sys.stderr)
+    resources = scan.resources
     if args.only:
         resources = [r for r in resources if r.name in args.only]
     if not resources:
         print("no QuantJob or ServeBenchmark in the given manifests", file=sys.stderr)
         return 2
-    for res in resources:
-        res.spec()  # validate everything before starting anything
     for res in resources:
         try:
             LocalExecutor(runs_dir=args.runs_dir).run_dir(res.kind, res.name)
