@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from servelab import loadgen
 from servelab.api.common import DataSource, ModelSource, PvcSource
 from servelab.api.engine import Engine
 from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
@@ -38,10 +39,11 @@ class WorkerStep:
     timeout_seconds: int
     env: dict[str, str] = field(default_factory=dict)
     gpus: int = 0
+    image_name: str | None = None  # the image when not the command's default (a load generator's)
 
     @property
-    def image(self) -> Image:
-        return WORKER_IMAGE[self.argv[2]]
+    def image(self) -> str:
+        return self.image_name or WORKER_IMAGE[self.argv[2]]
 
 
 @dataclass(frozen=True)
@@ -122,13 +124,15 @@ def compile_benchmark(
         if connection_close:
             shape += ["--header", "Connection=close"]
         metrics = ["--metrics-url", f"{url}{launch.metrics_path}" if launch.metrics_path else "none"]
-        if load.warmup_requests:
+        generator = loadgen.get(load.generator)
+        shape += ["--generator", generator.name]
+        if load.warmup_requests:  # once per sweep, before its first point
             steps.append(WorkerStep(
                 id="warmup", title=f"warm-up ({load.warmup_requests} requests)",
                 argv=["servelab", "worker", "perf", *shape, "--metrics-url", "none", "--parallel", "1",
-                      "--number", str(load.warmup_requests), "--min-success-rate", "0",
+                      "--number", "1", "--warmup-only", "--warmup-requests", str(load.warmup_requests),
                       "--out", f"{artifacts}/warmup"],
-                result="warmup", timeout_seconds=load.point_timeout_seconds,
+                result="warmup", timeout_seconds=load.point_timeout_seconds, image_name=generator.image,
             ))  # fmt: skip
         total = len(load.parallel)
         offset = 0
@@ -138,8 +142,8 @@ def compile_benchmark(
                 id=f"load-{i}", title=f"load {i + 1}/{total} (parallel {p}, number {n})",
                 argv=["servelab", "worker", "perf", *shape, *metrics, "--parallel", str(p), "--number", str(n),
                       "--dataset-offset", str(offset), "--min-success-rate", str(load.min_success_rate),
-                      "--out", f"{artifacts}/load-{i}"],
-                result="points", timeout_seconds=load.point_timeout_seconds,
+                      "--warmup-requests", "0", "--out", f"{artifacts}/load-{i}"],
+                result="points", timeout_seconds=load.point_timeout_seconds, image_name=generator.image,
             ))  # fmt: skip
             offset += n
     if spec.context_sweep:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -74,7 +75,11 @@ def test_llamacpp_plan_warms_up_and_closes_connections() -> None:
         server_url=lambda _: "http://s:8080",
     )
     assert plan.steps[0].id == "warmup" and plan.steps[0].result == "warmup"
-    assert opt(plan.steps[0].argv, "--number") == "2"
+    # warmed up once per sweep, by the warm-up step alone: no point warms up again
+    warm = plan.steps[0].argv
+    assert "--warmup-only" in warm and opt(warm, "--warmup-requests") == "2"
+    assert all(opt(s.argv, "--warmup-requests") == "0" for s in plan.steps if s.result == "points")
+    assert all(opt(s.argv, "--generator") == "evalscope" and s.image == "evalscope" for s in plan.steps)
     assert all(
         opt(s.argv, "--header") == "Connection=close" for s in plan.steps if s.result in ("points", "warmup")
     )
@@ -207,3 +212,32 @@ def test_every_worker_command_has_an_image_with_requirements() -> None:
     assert set(WORKER_IMAGE) == set(KINDS)
     for image in set(WORKER_IMAGE.values()):
         assert repo_path("images", image, "requirements.txt").is_file(), image
+
+
+def test_the_api_lists_exactly_the_registered_load_generators() -> None:
+    from typing import get_args
+
+    from servelab import loadgen
+    from servelab.api.servebenchmark import LoadGeneratorName
+
+    assert set(get_args(LoadGeneratorName)) == set(loadgen.GENERATORS)
+
+
+def test_the_perf_worker_renders_points_through_its_generator(tmp_path: Path) -> None:
+    import argparse
+
+    from servelab import loadgen
+    from servelab.workers import perf
+
+    parser = argparse.ArgumentParser()
+    perf.add_arguments(parser)
+    args = parser.parse_args(["--url", "http://h:1/v1", "--model", "m", "--tokenizer-path", "/t", "--parallel", "4",
+                              "--number", "8", "--out", str(tmp_path), "--prompt-tokens", "128", "--max-tokens",
+                              "32", "--evalscope", "/bin/evalscope"])  # fmt: skip
+    shape = perf.point_shape(args, "vllm")
+    assert (shape.url, shape.min_prompt_tokens, shape.min_tokens, shape.ignore_eos) == (
+        "http://h:1/v1/chat/completions", 128, 32, True)  # fmt: skip
+    cmd = loadgen.get("evalscope", "/bin/evalscope").point_command(shape, 4, 8, 16, tmp_path)
+    assert cmd == perf.build_point_command(args, 4, 8, 16, "vllm")
+    assert cmd[:2] == ["/bin/evalscope", "perf"] and opt(cmd, "--dataset-offset") == "16"
+    assert opt(cmd, "--parallel") == "4" and opt(cmd, "--extra-args") == '{"ignore_eos": true}'

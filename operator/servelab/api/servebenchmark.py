@@ -30,6 +30,9 @@ class QuantJobRef(ApiModel):
     )
 
 
+LoadGeneratorName = Literal["evalscope"]  # servelab.loadgen.GENERATORS (a unit test keeps the two equal)
+
+
 class Load(ApiModel):
     """An evalscope perf sweep: one point per parallel/number pair."""
 
@@ -48,6 +51,9 @@ class Load(ApiModel):
     )
     number: list[Annotated[int, Field(ge=1, le=100000000)]] = Field(
         ..., min_length=1, max_length=64, description="Requests of each point (--number), same length."
+    )
+    generator: LoadGeneratorName = Field(
+        "evalscope", description="Load generator (servelab.loadgen): evalscope perf, the write-ups' tool."
     )
     api: Literal["openai"] = Field("openai", description="evalscope --api.")
     endpoint: Literal["chat", "completions"] = Field(

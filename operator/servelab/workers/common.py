@@ -111,3 +111,33 @@ def server_root(url: str) -> str:
 
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def chat_url(url: str) -> str:
+    url = url.rstrip("/")
+    if url.endswith("/chat/completions"):
+        return url
+    if url.endswith("/v1"):
+        return url + "/chat/completions"
+    return url + "/v1/chat/completions"
+
+
+def warm_up(url: str, model: str, count: int, timeout: float) -> int:
+    """Send `count` short chat requests (first-request costs stay out of the first point); return the
+    number that succeeded. Failures are only counted: the points themselves report them."""
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "warm up"}], "max_tokens": 8}
+    ).encode()
+    ok = 0
+    for _ in range(max(count, 0)):
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                resp.read()
+                ok += 1
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+    return ok

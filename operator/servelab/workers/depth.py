@@ -20,8 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from servelab.api.results import DepthPointResult
-from servelab.workers.common import WorkerError, mean
-from servelab.workers.perf import chat_url, warm_up
+from servelab.workers.common import WorkerError, chat_url, mean, warm_up
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

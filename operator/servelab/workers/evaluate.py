@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from servelab.api.results import EvalScore
+from servelab.loadgen.evalscope import Evalscope
 from servelab.workers.common import WorkerError, run_logged
-from servelab.workers.perf import evalscope_command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -139,7 +139,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     work = out / "evalscope"
     cmd = [
-        *evalscope_command(args.evalscope),
+        *Evalscope(args.evalscope).command(),
         "eval",
         "--model",
         args.model,

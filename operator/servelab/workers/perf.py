@@ -22,20 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from servelab import engines
+from servelab import engines, loadgen
 from servelab.api.results import LoadPointResult
 from servelab.engines import ENGINES
+from servelab.loadgen import PointShape
 from servelab.workers import engine_metrics
-from servelab.workers.common import run_logged, served_models, server_root
-from servelab.workers.perfparse import PointFigures, find_point_dir, parse_point_dir
-
-EVALSCOPE_VERSION = "1.14.1"
+from servelab.workers.common import chat_url, run_logged, served_models, server_root, warm_up
+from servelab.workers.perfparse import PointFigures
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,26 +76,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connect-timeout", type=int, default=10, help="seconds to connect")
     p.add_argument("--out", type=Path, required=True, help="output directory (evalscope outputs, logs)")
     p.add_argument("--result", default=None, help="result sink: file:PATH or configmap:NS/NAME/KEY")
-    p.add_argument("--evalscope", default=None, help="evalscope executable (default: next to python)")
-
-
-def chat_url(url: str) -> str:
-    url = url.rstrip("/")
-    if url.endswith("/chat/completions"):
-        return url
-    if url.endswith("/v1"):
-        return url + "/chat/completions"
-    return url + "/v1/chat/completions"
-
-
-def evalscope_command(explicit: str | None = None) -> list[str]:
-    if explicit:
-        return [explicit]
-    beside = Path(sys.executable).parent / "evalscope"
-    if beside.is_file():
-        return [str(beside)]
-    found = shutil.which("evalscope")
-    return [found] if found else [sys.executable, "-m", "evalscope.cli.cli"]
+    p.add_argument("--generator", default=loadgen.DEFAULT, choices=sorted(loadgen.GENERATORS),
+                   help="load generator (servelab.loadgen)")  # fmt: skip
+    p.add_argument("--evalscope", default=None, help="the generator's executable (default: the image's)")
+    p.add_argument("--warmup-only", action="store_true",
+                   help="send the warm-up requests and publish how many succeeded; measure nothing")  # fmt: skip
 
 
 def detect_engine(root: str, snapshot: dict[str, float] | None) -> str:
@@ -120,85 +102,27 @@ def detect_engine(root: str, snapshot: dict[str, float] | None) -> str:
     return "other"
 
 
-def warm_up(url: str, model: str, count: int, timeout: float) -> int:
-    """Send `count` short chat requests (first-request costs stay out of the first point); return the
-    number that succeeded. Failures are only counted: the points themselves report them."""
-    import urllib.error
-    import urllib.request
-
-    body = json.dumps(
-        {"model": model, "messages": [{"role": "user", "content": "warm up"}], "max_tokens": 8}
-    ).encode()
-    ok = 0
-    for _ in range(max(count, 0)):
-        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                resp.read()
-                ok += 1
-        except (urllib.error.URLError, OSError, ValueError):
-            continue
-    return ok
+def point_shape(args: argparse.Namespace, engine: str) -> PointShape:
+    headers = list(args.header)
+    connection_close = engine in ENGINES and engines.get(engine).connection_close
+    if connection_close and not any(h.lower().startswith("connection=") for h in headers):
+        headers.append("Connection=close")
+    return PointShape(
+        url=chat_url(args.url), model=args.model, tokenizer=str(args.tokenizer_path),
+        prompt_tokens=args.prompt_tokens,
+        min_prompt_tokens=args.prompt_tokens if args.min_prompt_tokens is None else args.min_prompt_tokens,
+        prefix_length=args.prefix_length, max_tokens=args.max_tokens,
+        min_tokens=args.max_tokens if args.min_tokens is None else args.min_tokens,
+        ignore_eos=not args.no_ignore_eos, rate=args.rate, temperature=args.temperature, headers=headers,
+        request_timeout=args.request_timeout, connect_timeout=args.connect_timeout,
+    )  # fmt: skip
 
 
 def build_point_command(
     args: argparse.Namespace, parallel: int, number: int, offset: int, engine: str
 ) -> list[str]:
-    headers = list(args.header)
-    connection_close = engine in ENGINES and engines.get(engine).connection_close
-    if connection_close and not any(h.lower().startswith("connection=") for h in headers):
-        headers.append("Connection=close")
-    cmd = [
-        *evalscope_command(args.evalscope),
-        "perf",
-        "--url",
-        chat_url(args.url),
-        "--api",
-        "openai",
-        "--model",
-        args.model,
-        "--tokenizer-path",
-        str(args.tokenizer_path),
-        "--dataset",
-        "random",
-        "--min-prompt-length",
-        str(args.prompt_tokens if args.min_prompt_tokens is None else args.min_prompt_tokens),
-        "--max-prompt-length",
-        str(args.prompt_tokens),
-        "--prefix-length",
-        str(args.prefix_length),
-        "--max-tokens",
-        str(args.max_tokens),
-        "--min-tokens",
-        str(args.max_tokens if args.min_tokens is None else args.min_tokens),
-        "--parallel",
-        str(parallel),
-        "--number",
-        str(number),
-        "--dataset-offset",
-        str(offset),
-        "--outputs-dir",
-        str(args.out / "evalscope"),
-        "--name",
-        "perf",
-        "--no-timestamp",
-        "--no-test-connection",
-        "--connect-timeout",
-        str(args.connect_timeout),
-        "--total-timeout",
-        str(args.request_timeout),
-        "--sleep-interval",
-        "0",
-    ]
-    if args.rate:
-        cmd += ["--rate", str(args.rate)]
-    if args.temperature is not None:
-        cmd += ["--temperature", str(args.temperature)]
-    if not args.no_ignore_eos:
-        cmd += ["--extra-args", json.dumps({"ignore_eos": True})]
-    if headers:
-        cmd += ["--headers", *headers]
-    return cmd
+    generator = loadgen.get(args.generator, args.evalscope)
+    return generator.point_command(point_shape(args, engine), parallel, number, offset, args.out)
 
 
 def judge(
@@ -246,28 +170,19 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     else:
         model_problem = None
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    generator = loadgen.get(args.generator, args.evalscope)
     warmup_ok = warm_up(chat_url(args.url), args.model, args.warmup_requests, args.connect_timeout + 60)
     points: list[LoadPointResult] = []
     details: list[dict[str, Any]] = []
     offset = args.dataset_offset
     for parallel, number in zip(args.parallel, args.number, strict=True):
-        stale = out / "evalscope" / "perf" / f"parallel_{parallel}_number_{number}"
-        if stale.exists():  # a retried pod: evalscope refuses an existing benchmark_data.db
-            shutil.rmtree(stale)
+        generator.prepare(out, parallel, number)
         before = engine_metrics.scrape(metrics_url) if metrics_url else None
-        cmd = build_point_command(args, parallel, number, offset, engine)
+        cmd = generator.point_command(point_shape(args, engine), parallel, number, offset, out)
         ran = run_logged(cmd, out / "logs" / f"perf-p{parallel}-n{number}.log", env=env, check=False)
         after = engine_metrics.scrape(metrics_url) if metrics_url else None
         offset += number
-        point_dir = find_point_dir(out / "evalscope", parallel, number)
-        figures: PointFigures | None = None
-        warnings: list[str] = []
-        if point_dir is not None:
-            try:
-                figures = parse_point_dir(point_dir)
-                warnings += figures.warnings
-            except (OSError, ValueError, KeyError) as exc:
-                warnings.append(f"could not parse {point_dir}: {exc}")
+        figures, point_dir, warnings = generator.parse_point(out, parallel, number)
         reasons = judge(figures, number, args, model_problem, ran.returncode)
         f = figures or PointFigures(total=number, failed=0)  # nothing was measured: no counts to report
         server = engine_metrics.server_deltas(before, after, f.duration_seconds)
@@ -324,7 +239,8 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model,
         "url": chat_url(args.url),
         "engine": engine,
-        "evalscopeVersion": EVALSCOPE_VERSION,
+        "generator": generator.name,
+        "generatorVersion": generator.version,
         "promptTokens": args.prompt_tokens,
         "maxTokens": args.max_tokens,
         "ignoreEos": not args.no_ignore_eos,
@@ -364,6 +280,11 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     sink = sink_from_spec(args.result, default_file=args.out / "result.json")
+    if args.warmup_only:  # once per sweep, before its first point (the plan's warm-up step)
+        ok = warm_up(chat_url(args.url), args.model, args.warmup_requests, args.connect_timeout + 60)
+        sink.publish({"kind": "warmup", "warmupRequests": args.warmup_requests, "warmupRequestsOk": ok})
+        print(f"warm-up: {ok}/{args.warmup_requests} requests succeeded")
+        return 0
     result = run_sweep(args)
     result["durationSeconds"] = round(time.monotonic() - started, 3)
     sink.publish(result)
