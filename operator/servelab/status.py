@@ -23,7 +23,7 @@ READY, PROGRESSING, SUCCEEDED, FAILED = "Ready", "Progressing", "Succeeded", "Fa
 # Machine-readable reasons of a Failed condition.
 REASONS = (
     "InvalidSpec", "ServerNotReady", "ServerFailed", "LoadFailed", "InvalidResult", "EvalFailed",
-    "QuantizeFailed", "QuantJobFailed", "QuantJobNotFound", "Unschedulable", "Timeout",
+    "QuantizeFailed", "QuantJobFailed", "QuantJobNotFound", "Unschedulable", "Timeout", "ChildRefused",
 )  # fmt: skip
 
 
