@@ -172,6 +172,24 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor(_PLAIN, lambda loader, node: _plain_scalar(str(node.value)))
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes YAML that kubectl (and _Loader) read back unchanged: a string that go-yaml would resolve
+    to something else (`y`, `1e9`, `0o17`) is quoted."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "'" if not value or _plain_scalar(value) != value or value == "<<" else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(*documents: Any) -> str:
+    """Documents as one YAML stream that reads back the same here and in kubectl."""
+    return yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False)
+
+
 class _YamlProblem(Exception):
     def __init__(self, message: str, line: int, document: int = 0) -> None:
         super().__init__(message)

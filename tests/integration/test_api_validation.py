@@ -3,17 +3,24 @@ every example is accepted, and the kinds show up where users look for them."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from catalogue import INVALID, RAW_INVALID, VALID, Case
 from servelab import GROUP, VERSION
-from servelab.manifests import load_manifests
+from servelab.cli import main
+from servelab.manifests import dump_yaml, load_manifests
 from servelab.paths import repo_path
 
 pytestmark = pytest.mark.integration
@@ -142,3 +149,86 @@ def test_kubectl_get_servelab_lists_both_kinds(
     header = wide.stdout.splitlines()[0].split()
     assert header[:6] == ["NAME", "PHASE", "ENGINE", "MODEL", "QUANT", "POINTS"], header
     assert "GPU" in header and "AGE" in header
+
+
+# ---- the catalogue: the apiserver and `servelab validate` agree, case by case ------------------------
+
+
+@pytest.fixture(scope="module")
+def catalogue_namespace(kube: client.ApiClient) -> Iterator[str]:
+    """One namespace for every catalogue case (server-side dry runs store nothing)."""
+    core = client.CoreV1Api(kube)
+    name = f"catalogue-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name, propagation_policy="Background")
+
+
+def _apiserver_verdict(kube: client.ApiClient, namespace: str, body: dict[str, Any]) -> str | None:
+    """None when the apiserver accepts `body` (server-side dry-run create, strict field validation, as
+    `kubectl apply` sends it), else its message."""
+    api = client.CustomObjectsApi(kube)
+    try:
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL[body["kind"]], copy.deepcopy(body),
+                                            dry_run="All", field_validation="Strict")  # fmt: skip
+    except ApiException as err:
+        assert err.status in (400, 422), err.body
+        message: str = json.loads(err.body)["message"]
+        return message
+    return None
+
+
+def _local_verdict(tmp_path: Path, name: str, text: str) -> tuple[int, str]:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        rc = main(["validate", "-f", str(path)])
+    return rc, out.getvalue()
+
+
+@pytest.mark.parametrize("case", INVALID + VALID, ids=[c.id for c in INVALID + VALID])
+def test_catalogue_apiserver_and_servelab_validate_agree(
+    kube: client.ApiClient, catalogue_namespace: str, tmp_path: Path, case: Case
+) -> None:
+    server = _apiserver_verdict(kube, catalogue_namespace, case.body)
+    rc, local = _local_verdict(tmp_path, case.id, dump_yaml(case.body))
+    assert (server is None) == case.valid, f"apiserver: {server}"
+    assert (rc == 0) == case.valid, f"servelab validate: {local}"
+    if case.field is not None:
+        assert server is not None and case.field in server, f"apiserver does not name {case.field}: {server}"
+        assert f": {case.field}" in local, f"servelab validate does not name {case.field}: {local}"
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), RAW_INVALID, ids=[c for c, _, _ in RAW_INVALID])
+def test_catalogue_raw_documents_kubectl_and_servelab_validate_refuse(
+    kubectl: list[str], catalogue_namespace: str, tmp_path: Path, case: str, text: str, expected: str
+) -> None:
+    rc, local = _local_verdict(tmp_path, case, text)
+    assert rc == 1 and expected in local, local
+    ran = subprocess.run([*kubectl, "create", "--dry-run=server", "-n", catalogue_namespace, "-f",
+                          str(tmp_path / f"{case}.yaml")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert ran.returncode != 0, ran.stdout
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "valid"),
+    [("ignoreEos: true", True), ("ignoreEos: yes", True), ('ignoreEos: "true"', False), ("ignoreEos: 'yes'", False),
+     ("maxTokens: 1e3", True), ("maxTokens: 0x400", True), ('maxTokens: "1024"', False), ("ignore_eos: true", False),
+     ("maxTokens: 1024\n    maxTokens: 2048", False)],
+)  # fmt: skip
+def test_kubectl_apply_reads_yaml_as_servelab_validate(
+    kubectl: list[str], catalogue_namespace: str, tmp_path: Path, yaml_text: str, valid: bool
+) -> None:
+    """YAML scalars, quoting, snake_case and duplicate keys: `kubectl apply` (default --validate=strict)
+    and `servelab validate` give the same verdict on the same file."""
+    text = (f"apiVersion: {GROUP}/{VERSION}\nkind: ServeBenchmark\nmetadata:\n  name: yaml-{uuid.uuid4().hex[:6]}\n"
+            "spec:\n  model: {path: /m}\n  engine: {name: vllm}\n  load:\n    parallel: [1]\n    number: [2]\n"
+            f"    {yaml_text}\n")  # fmt: skip
+    rc, local = _local_verdict(tmp_path, "doc", text)
+    ran = subprocess.run([*kubectl, "apply", "--dry-run=server", "-n", catalogue_namespace, "-f",
+                          str(tmp_path / "doc.yaml")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (ran.returncode == 0) == valid, ran.stderr
+    assert (rc == 0) == valid, local
