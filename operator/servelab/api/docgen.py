@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from servelab import API_VERSION
+from servelab.api.registries import (
+    COMPRESSED_TENSORS_VERSION,
+    COMPRESSOR_SCHEMES,
+    EVALSCOPE_DATASETS,
+    EVALSCOPE_VERSION,
+)
 
 
 def _type_of(schema: dict[str, Any]) -> str:
@@ -36,9 +42,17 @@ def _limits(schema: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+LONG_RULE = 300  # a rule over a pinned list of names is shown by its message; the list is at the end
+
+
+def _rule(path: str, rule: dict[str, str]) -> str:
+    cel = rule["rule"]
+    return f"- `{path}`: {rule['message']}" + (f" (CEL: `{cel}`)" if len(cel) <= LONG_RULE else "")
+
+
 def _rows(path: str, schema: dict[str, Any], required: bool, rows: list[str], rules: list[str]) -> None:
     for rule in schema.get("x-kubernetes-validations", []):
-        rules.append(f"- `{path}`: {rule['message']} (CEL: `{rule['rule']}`)")
+        rules.append(_rule(path, rule))
     default = schema.get("default")
     desc = " ".join(str(schema.get("description", "")).split()).replace("|", "\\|")
     rows.append(
@@ -47,7 +61,7 @@ def _rows(path: str, schema: dict[str, Any], required: bool, rows: list[str], ru
     )
     target = schema["items"] if schema.get("type") == "array" else schema
     for rule in target.get("x-kubernetes-validations", []) if target is not schema else []:
-        rules.append(f"- `{path}[]`: {rule['message']} (CEL: `{rule['rule']}`)")
+        rules.append(_rule(f"{path}[]", rule))
     req = set(target.get("required", []))
     suffix = "[]" if target is not schema else ""
     for name, sub in target.get("properties", {}).items():
@@ -64,7 +78,10 @@ def render_api_doc() -> str:
         "the CRDs in `crds/` come from the same models. Do not edit by hand.",
         "",
         "Every rule below is enforced by the Kubernetes API server (OpenAPI schema and CEL rules), so a "
-        "wrong spec is refused at `kubectl apply` with a message naming the field.",
+        "wrong spec is refused at `kubectl apply` with a message naming the field. `servelab validate -f "
+        "FILE|DIR` checks the same schema and rules without a cluster, as strictly (unknown or snake_case "
+        "fields, quoted numbers and booleans are refused), one line per problem naming the file, the resource "
+        "and the field; `servelab run` checks them before it starts anything.",
         "",
     ]
     for kind in KINDS:
@@ -91,4 +108,17 @@ def render_api_doc() -> str:
                 *rows,
                 "",
             ]
+    out += [
+        "## Names servelab pins",
+        "",
+        f"`evaluations[].datasets[].name` (and `evaluation.evalscope.datasets[].name`) must be a data set of "
+        f"evalscope {EVALSCOPE_VERSION}'s registry (the evalscope worker image's version); use `general_qa` "
+        "or `general_mcq` with `localPath` for your own data:",
+        "",
+        ", ".join(f"`{d}`" for d in EVALSCOPE_DATASETS) + ".",
+        "",
+        f"`compressor.scheme` must be a preset scheme of compressed-tensors {COMPRESSED_TENSORS_VERSION} "
+        "(any case): " + ", ".join(f"`{d}`" for d in COMPRESSOR_SCHEMES) + ".",
+        "",
+    ]
     return "\n".join(out)

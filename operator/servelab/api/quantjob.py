@@ -144,7 +144,7 @@ class EvalscopeDataset(ApiModel):
         json_schema_extra=cel(
             (
                 f"self in [{_DATASETS}]",
-                f"not an evalscope {EVALSCOPE_VERSION} data set (see the list under spec.evaluations in docs/api.md)",
+                f"not an evalscope {EVALSCOPE_VERSION} data set (the list is in docs/api.md, 'Names servelab pins')",
             )
         ),
     )
