@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from servelab.api import QuantJobSpec, ServeBenchmarkSpec
+from servelab.api import QuantJobSpec, ServeBenchmarkSpec, crdgen
 from servelab.api.results import LoadPointResult
 from servelab.manifests import load_manifests
 from servelab.paths import repo_path
@@ -91,3 +91,42 @@ def test_result_row_bounds() -> None:
         LoadPointResult(concurrency=1, requests=1, success_rate=1.5)
     row = LoadPointResult(concurrency=4, requests=8, succeeded=8, success_rate=1.0, avg_ttft_seconds=0.05)
     assert row.to_wire()["avgTtftSeconds"] == 0.05
+
+
+def test_quantities_are_int_or_string_and_stay_strings_in_python() -> None:
+    from servelab.api.common import Resources
+
+    res = Resources.model_validate({"cpu": 8, "memory": "64Gi"})
+    assert res.cpu == "8" and res.memory == "64Gi"
+    crd = crdgen.crd(crdgen.KINDS[1])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    cpu = crd["properties"]["spec"]["properties"]["resources"]["properties"]["cpu"]
+    assert cpu["x-kubernetes-int-or-string"] is True and "type" not in cpu
+    assert "must be a Kubernetes quantity" in cpu["x-kubernetes-validations"][0]["message"]
+
+
+def test_affinity_is_typed_in_the_crd_and_a_dict_in_python() -> None:
+    from servelab.api.common import Placement
+
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}]}}}  # fmt: skip
+    placement = Placement.model_validate({"affinity": affinity})
+    assert placement.affinity == affinity  # passed to the pods as it is
+    with pytest.raises(ValidationError):
+        Placement.model_validate({"affinity": {"nodeAfinity": {}}})
+    with pytest.raises(ValidationError):  # camelCase only, as on the wire
+        Placement.model_validate({"affinity": {"node_affinity": {}}})
+    crd = crdgen.crd(crdgen.KINDS[1])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema = crd["properties"]["spec"]["properties"]["placement"]["properties"]["affinity"]
+    assert set(schema["properties"]) == {"nodeAffinity", "podAffinity", "podAntiAffinity"}
+    assert "x-kubernetes-preserve-unknown-fields" not in schema
+
+
+def test_field_rules_and_class_rules_both_reach_the_crd() -> None:
+    crd = crdgen.crd(crdgen.KINDS[0])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = crd["properties"]["spec"]
+    variants = spec["properties"]["gguf"]["properties"]["variants"]
+    assert "each type may appear only once" in variants["x-kubernetes-validations"][0]["message"]
+    claim = spec["properties"]["output"]["properties"]["pvc"]["properties"]["claimName"]
+    assert "DNS-1123 subdomain" in claim["x-kubernetes-validations"][0]["message"]
+    output_rules = [r["message"] for r in spec["properties"]["output"]["x-kubernetes-validations"]]
+    assert output_rules == ["set exactly one of pvc, s3 or path"]
