@@ -336,7 +336,7 @@ def _meant_servelab(kind: Any, api_version: Any) -> str | None:
     guess = None
     if isinstance(kind, str):
         guess = KIND_ALIASES.get(kind.lower()) or next(
-            iter(difflib.get_close_matches(kind, SPEC_MODELS, n=1, cutoff=0.75)), None
+            iter(difflib.get_close_matches(kind, SPEC_MODELS, n=1, cutoff=0.85)), None
         )
     if group == GROUP or "servelab" in str(api_version).lower():
         hint = f" (did you mean {guess}?)" if guess else f" (servelab's kinds: {', '.join(SPEC_MODELS)})"
