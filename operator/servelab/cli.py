@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("servelab.local.cli", "run a manifest's experiments locally as processes"),
     "validate": ("servelab.validate_cli", "check manifests as the apiserver would, without a cluster"),
     "operator": ("servelab.controller.cli", "run the operator against the current kubeconfig's cluster"),
+    "gate": ("servelab.gate", "wait for a resource's verdict: exit 0 passed, 1 gate failed, 2 run failed"),
+    "baseline": ("servelab.baseline", "save a finished ServeBenchmark's result as a baseline (a ConfigMap)"),
 }
 
 #: Commands the dev distribution contributes (entry points of group ENTRY_POINT_GROUP): name -> help.

@@ -39,6 +39,7 @@ from servelab.plan import (
     quant_output,
     quant_score_runs,
 )
+from servelab.verdict import benchmark_verdict, quant_verdict
 
 # A worker publishes its result before it exits; a step finished this long without one is broken.
 RESULT_GRACE_SECONDS = 30
@@ -109,6 +110,7 @@ class Observed:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # by step id, current generation
     stale: list[Any] = field(default_factory=list)  # children of older generations (backend's references)
     quantjob: dict[str, Any] | None = None  # the referenced QuantJob ({"spec", "status"}), if it exists
+    baseline: dict[str, Any] | None = None  # spec.baseline's run ({"spec", "status"}), if it exists
     benchmarks: dict[str, dict[str, Any]] = field(default_factory=dict)  # a QuantJob's scoring runs, by name
 
 
@@ -241,6 +243,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
                 )
             status.phase = "Pending"  # rechecked every tick until it exists or the grace period ends
             st.step(status, f"waiting for QuantJob {ref} to exist", 0, 0)
+            st.reconciling(status, "Pending", f"waiting for QuantJob {ref} to exist", gen)
             d.wake_after = 5
             return d
         qphase = (obs.quantjob.get("status") or {}).get("phase")
@@ -250,12 +253,14 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
         if qphase != "Succeeded":
             status.phase = "Waiting"
             st.step(status, f"waiting for QuantJob {ref} ({qphase or 'Pending'})", 0, 0)
+            st.reconciling(status, "Waiting", f"waiting for QuantJob {ref} ({qphase or 'Pending'})", gen)
             return d  # reconciled again when the QuantJob changes (or by the slow resync)
         try:
             model, quant, source = resolve_quantjob_model(spec, obs.quantjob, site.model_root)
         except ValueError as err:
             return _fail(d, spec, "QuantJobFailed", str(err))
     status.phase = "Running"
+    st.reconciling(status, "Running", "run in progress", gen)
     status.model, status.quantization = model.location, quant
 
     plan = plan_benchmark(owner, spec, model, site)
@@ -290,17 +295,18 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
         )
         return d
     if obs.server.failed:
-        st.set_condition(status, st.READY, False, "ServerFailed", obs.server.failed, gen)
+        st.set_condition(status, st.SERVER_READY, False, "ServerFailed", obs.server.failed, gen)
         return _fail(d, spec, "ServerFailed", obs.server.failed)
     if not obs.server.ready:
         waited = _seconds_since(status.start_time, obs.now)
         if obs.server.unschedulable:
             status.phase = "Pending"
-            st.set_condition(status, st.READY, False, "Unschedulable", obs.server.unschedulable, gen)
+            st.reconciling(status, "Unschedulable", obs.server.unschedulable, gen)
+            st.set_condition(status, st.SERVER_READY, False, "Unschedulable", obs.server.unschedulable, gen)
             st.step(status, f"server unschedulable: {obs.server.unschedulable}", 0, total)
         else:
             st.set_condition(
-                status, st.READY, False, "ServerStarting", "waiting for the health endpoint", gen
+                status, st.SERVER_READY, False, "ServerStarting", "waiting for the health endpoint", gen
             )
             st.step(status, "waiting for the server to become ready", 1, total)
         if waited > plan.ready_timeout_seconds:
@@ -308,11 +314,11 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
             return _fail(d, spec, "ServerNotReady", f"not ready within {plan.ready_timeout_seconds}s: {why}")
         return d
     url = plan.server_url
-    ready = st.condition(status, st.READY)
+    ready = st.condition(status, st.SERVER_READY)
     if ready is None or ready.status != "True":
         took = _seconds_since(status.start_time, obs.now)
         d.event("ServerReady", f"server ready on {obs.server.node or site.node} ({took:.0f}s after start)")
-    st.set_condition(status, st.READY, True, "ServerReady", f"{url} is ready", gen)
+    st.set_condition(status, st.SERVER_READY, True, "ServerReady", f"{url} is ready", gen)
     status.server = url
 
     # --- the steps, one at a time ------------------------------------------------------------------
@@ -333,13 +339,29 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
             d.event("StepStarted", step.title)
         return d
     st.step(status, "done", total, total)
+    if spec.slo or spec.baseline:
+        status.verdict = benchmark_verdict(spec, status, obs.baseline, server_gpus(spec))
     st.succeed(status, st.outcome(status), gen)
     d.event("Succeeded", status.message or "")
+    if status.verdict is not None:
+        kind = "Normal" if status.verdict.passed else "Warning"
+        d.event(
+            "GatePassed" if status.verdict.passed else "GateFailed",
+            status.verdict.message or status.verdict.reason,
+            kind,
+        )
     if _teardown(spec, "Succeeded"):
-        st.set_condition(status, st.READY, False, "ServerStopped", "server deleted after the run", gen)
+        st.set_condition(status, st.SERVER_READY, False, "ServerStopped", "server deleted after the run", gen)
         status.server = None
         d.actions.append(DeleteServer())
     return d
+
+
+def server_gpus(spec: ServeBenchmarkSpec) -> int:
+    """GPUs of the server pod: resources.gpus, else the tensor-parallel size (what render requests)."""
+    if spec.resources and spec.resources.gpus is not None:
+        return spec.resources.gpus
+    return spec.engine.tensor_parallel_size
 
 
 def _teardown(spec: ServeBenchmarkSpec, phase: str) -> bool:
@@ -425,8 +447,17 @@ def _score_quantjob(d: Decision, owner: Owner, spec: QuantJobSpec, obs: Observed
             return d
     st.step(status, "done", total, total)
     scored = f", {len(runs)} scored" if runs else ""
+    if spec.acceptance:
+        status.verdict = quant_verdict(spec, status)
     st.succeed(status, f"{len(status.variants)} output(s) in {output}{scored}", obs.generation)
     d.event("Succeeded", status.message or "")
+    if status.verdict is not None:
+        kind = "Normal" if status.verdict.passed else "Warning"
+        d.event(
+            "GatePassed" if status.verdict.passed else "GateFailed",
+            status.verdict.message or status.verdict.reason,
+            kind,
+        )
     return d
 
 

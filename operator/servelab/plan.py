@@ -123,6 +123,11 @@ def compile_benchmark(
             shape += ["--temperature", str(load.temperature)]
         if connection_close:
             shape += ["--header", "Connection=close"]
+        if spec.slo:  # goodput counts the requests meeting every per-request bound
+            for flag_, bound in (("--slo-ttft", spec.slo.ttft_seconds), ("--slo-tpot", spec.slo.tpot_seconds),
+                                 ("--slo-e2e", spec.slo.e2e_latency_seconds)):  # fmt: skip
+                if bound is not None:
+                    shape += [flag_, str(bound)]
         metrics = ["--metrics-url", f"{url}{launch.metrics_path}" if launch.metrics_path else "none"]
         generator = loadgen.get(load.generator)
         shape += ["--generator", generator.name]

@@ -16,9 +16,14 @@ if TYPE_CHECKING:
 
 S = TypeVar("S", bound=CommonStatus)
 
-# Condition types. Succeeded/Failed are terminal and what `kubectl wait --for=condition=Succeeded` reads;
-# Ready says whether the server (or the quantize Job) is up; Progressing is True while work remains.
-READY, PROGRESSING, SUCCEEDED, FAILED = "Ready", "Progressing", "Succeeded", "Failed"
+# Condition types, the kstatus contract (docs/operator.md has the table):
+# - Reconciling: True while work remains (kstatus InProgress);
+# - Ready: True only when the run finished and passed its gate (kstatus Current, Argo CD Healthy);
+# - Stalled: True when the run failed or failed its gate (kstatus Failed, Argo CD Degraded);
+# - Passed: the gate's outcome (reason = verdict reason); Succeeded / Failed: terminal, for `kubectl wait`;
+# - ServerReady: whether the engine server is up (it turns False after teardown).
+READY, RECONCILING, STALLED, PASSED = "Ready", "Reconciling", "Stalled", "Passed"
+SUCCEEDED, FAILED, SERVER_READY = "Succeeded", "Failed", "ServerReady"
 
 # Machine-readable reasons of a Failed condition.
 REASONS = (
@@ -57,9 +62,17 @@ def start(status: S, generation: int | None, total_steps: int) -> S:
     status.start_time = status.start_time or now()
     status.completion_time = None
     status.progress = status.progress or Progress(total=total_steps, summary=f"0/{total_steps}")
-    set_condition(status, PROGRESSING, True, "Running", "run started", generation)
+    set_condition(status, RECONCILING, True, "Running", "run started", generation)
+    set_condition(status, READY, False, "Running", "run in progress", generation)
+    set_condition(status, STALLED, False, "Running", "", generation)
     set_condition(status, SUCCEEDED, False, "Running", "run in progress", generation)
     set_condition(status, FAILED, False, "Running", "", generation)
+    return status
+
+
+def reconciling(status: S, reason: str, message: str, generation: int | None = None) -> S:
+    """Work remains (Pending, Waiting, Running): the reason says which."""
+    set_condition(status, RECONCILING, True, reason, message, generation)
     return status
 
 
@@ -73,9 +86,22 @@ def succeed(status: S, message: str, generation: int | None = None) -> S:
     status.phase = "Succeeded"
     status.completion_time = now()
     status.message = message
-    set_condition(status, PROGRESSING, False, "Completed", message, generation)
+    set_condition(status, RECONCILING, False, "Completed", message, generation)
     set_condition(status, SUCCEEDED, True, "Completed", message, generation)
     set_condition(status, FAILED, False, "Completed", "", generation)
+    verdict = getattr(status, "verdict", None)
+    if verdict is None or verdict.passed:
+        why = verdict.reason if verdict is not None else "NoChecks"
+        set_condition(
+            status, PASSED, True, why, (verdict.message if verdict else None) or message, generation
+        )
+        set_condition(status, READY, True, why, message, generation)
+        set_condition(status, STALLED, False, why, "", generation)
+    else:  # it worked, and failed its gate: Succeeded, not Failed; Stalled so GitOps tools stop waiting
+        status.message = f"{message}; gate failed ({verdict.reason}): {verdict.message or ''}".rstrip(": ")
+        set_condition(status, PASSED, False, verdict.reason, verdict.message or "", generation)
+        set_condition(status, READY, False, verdict.reason, verdict.message or "", generation)
+        set_condition(status, STALLED, True, verdict.reason, verdict.message or "", generation)
     return status
 
 
@@ -86,7 +112,10 @@ def fail(status: S, reason: str, message: str, generation: int | None = None) ->
     status.phase = "Failed"
     status.completion_time = now()
     status.message = f"{reason}: {message}"
-    set_condition(status, PROGRESSING, False, reason, message, generation)
+    set_condition(status, RECONCILING, False, reason, message, generation)
+    set_condition(status, READY, False, reason, message, generation)
+    set_condition(status, STALLED, True, reason, message, generation)
+    set_condition(status, PASSED, False, "RunFailed", f"{reason}: {message}", generation)
     set_condition(status, SUCCEEDED, False, reason, message, generation)
     set_condition(status, FAILED, True, reason, message, generation)
     return status

@@ -78,12 +78,12 @@ def test_tensor_parallel_server_lands_where_gpus_are_free_else_pending_with_reas
 
     def pending_with_reason() -> dict[str, Any] | None:
         obj = get_sb(kube, namespace, "tp2-none-free")
-        ready = condition(obj, "Ready")
+        ready = condition(obj, "ServerReady")
         return obj if ready and ready["reason"] == "Unschedulable" else None
 
     obj = wait_for(pending_with_reason, 60, "Unschedulable in status")
     assert obj["status"]["phase"] == "Pending"
-    assert "Insufficient nvidia.com/gpu" in condition(obj, "Ready")["message"]  # type: ignore[index]
+    assert "Insufficient nvidia.com/gpu" in condition(obj, "ServerReady")["message"]  # type: ignore[index]
     assert "Insufficient nvidia.com/gpu" in obj["status"]["progress"]["step"]
     wide = get_sb(kube, namespace, "tp2")["status"]
     assert (
@@ -101,7 +101,7 @@ def test_isolation_keeps_benchmark_servers_apart(
     create_sb(kube, namespace, "b", vllm(1, placement=l40s, isolation={"exclusiveNode": True}))
 
     def b_unschedulable() -> dict[str, Any] | None:
-        ready = condition(get_sb(kube, namespace, "b"), "Ready")
+        ready = condition(get_sb(kube, namespace, "b"), "ServerReady")
         return ready if ready and ready["reason"] == "Unschedulable" else None
 
     ready = wait_for(b_unschedulable, 60, "b refused by anti-affinity")

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from servelab import core
 from servelab.api.quantjob import QuantJobSpec
 from servelab.api.servebenchmark import ServeBenchmarkSpec
-from servelab import core
 from servelab.controller import render
 from servelab.controller.kube import cluster_site
 from servelab.controller.settings import Settings
@@ -175,8 +175,10 @@ def test_unschedulable_stays_pending_with_the_reason() -> None:
     msg = "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
     d = run(sb(), server=ServerState(exists=True, unschedulable=msg), status=started)
     assert d.status.phase == "Pending"
-    ready = next(c for c in d.status.conditions if c.type == "Ready")
+    ready = next(c for c in d.status.conditions if c.type == "ServerReady")
     assert ready.reason == "Unschedulable" and "Insufficient nvidia.com/gpu" in ready.message
+    reconciling = next(c for c in d.status.conditions if c.type == "Reconciling")
+    assert reconciling.status == "True" and reconciling.reason == "Unschedulable"
 
 
 def test_quantjob_reference_waits_then_resolves_or_fails() -> None:

@@ -83,7 +83,7 @@ def normalized(status: Any) -> dict[str, Any]:
     """What must agree between backends: phase, failure, every row, progress, condition states."""
     wire = status if isinstance(status, dict) else status.to_wire()
     conds = {c["type"]: (c["status"], c["reason"]) for c in wire.get("conditions", [])}
-    ready = conds.pop("Ready", None)
+    ready = conds.pop("ServerReady", None)
     failed = wire.get("phase") == "Failed"
     return {
         "phase": wire.get("phase"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -21,6 +21,7 @@ from servelab.api.common import (
 from servelab.api.engine import Engine
 from servelab.api.registries import COMPRESSOR_SCHEMES, EVALSCOPE_DATASETS, EVALSCOPE_VERSION
 from servelab.api.results import QuantVariantResult
+from servelab.api.verdict import Acceptance, Verdict
 
 _SCHEMES = ", ".join(f"'{s}'" for s in COMPRESSOR_SCHEMES)
 _DATASETS = ", ".join(f"'{d}'" for d in EVALSCOPE_DATASETS)
@@ -198,7 +199,7 @@ class QuantEvaluation(ApiModel):
     include_base: bool = Field(
         True, description="Also score the unquantized model (the F16 GGUF, or the source model)."
     )
-    variants: list[str] = Field(
+    variants: list[Annotated[str, Field(max_length=64)]] = Field(
         default_factory=list,
         max_length=32,
         description="Outputs to score, by name (e.g. IQ4_XS); default: every output.",
@@ -247,6 +248,9 @@ class QuantJobSpec(ApiModel):
     output: OutputLocation = Field(..., description="Where the quantized model goes.")
     evaluation: QuantEvaluation | None = Field(None, description="How to measure what quantization cost.")
     resources: Resources | None = Field(None, description="GPUs, CPU and memory of the quantize pod.")
+    acceptance: Acceptance | None = Field(
+        None, description="What each output may cost against the unquantized model (the gate)."
+    )
     placement: Placement | None = Field(None, description="Node selection for the quantize pod.")
     images: Images | None = Field(None, description="Image overrides.")
     hf_token_secret_ref: SecretKeyRef | None = Field(None, description="Secret with a Hugging Face token.")
@@ -267,6 +271,7 @@ class QuantJobStatus(CommonStatus):
     base: QuantVariantResult | None = Field(None, description="The unquantized model's measurements.")
     variants: list[QuantVariantResult] = Field(default_factory=list, max_length=32, description="Outputs.")
     summary: QuantJobSummary | None = None
+    verdict: Verdict | None = Field(None, description="The gate's outcome: every check and whether it held.")
     provenance: dict[str, str] = Field(
         default_factory=dict, description="Images, versions, node, GPU product."
     )

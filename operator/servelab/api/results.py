@@ -29,6 +29,21 @@ class ServerMetrics(ApiModel):
     )
 
 
+class LatencyPercentiles(ApiModel):
+    p50: float | None = Field(None, description="Median (nearest rank), seconds.")
+    p90: float | None = Field(None, description="90th percentile, seconds.")
+    p95: float | None = Field(None, description="95th percentile, seconds.")
+    p99: float | None = Field(None, description="99th percentile, seconds.")
+
+
+class PointPercentiles(ApiModel):
+    """Per-request latency percentiles of a point (successful requests; TTFT/TPOT of streamed ones)."""
+
+    ttft_seconds: LatencyPercentiles | None = None
+    tpot_seconds: LatencyPercentiles | None = None
+    latency_seconds: LatencyPercentiles | None = None
+
+
 class LoadPointResult(ApiModel):
     """One row of the results table: one evalscope perf run at a fixed concurrency."""
 
@@ -53,6 +68,17 @@ class LoadPointResult(ApiModel):
     p99_tpot_seconds: float | None = Field(None, description="99th percentile time per output token.")
     avg_input_tokens: float | None = Field(None, description="Mean prompt tokens per request.")
     avg_output_tokens: float | None = Field(None, description="Mean generated tokens per request.")
+    percentiles: PointPercentiles | None = Field(None, description="Per-request latency percentiles.")
+    slo_attainment: float | None = Field(
+        None, ge=0, le=1, description="Share of requests meeting every per-request bound of spec.slo."
+    )
+    goodput_rps: float | None = Field(
+        None,
+        description="Requests per second that met every per-request bound of spec.slo (DistServe goodput).",
+    )
+    goodput_output_tokens_per_second: float | None = Field(
+        None, description="Output tokens per second of the requests that met every per-request bound."
+    )
     server: ServerMetrics | None = Field(None, description="The engine's own counters for the same point.")
     valid: bool = Field(True, description="False when the point failed a validity check (see reason).")
     reason: str | None = Field(None, description="Why the point is invalid, when it is.")

@@ -19,6 +19,7 @@ from servelab.api.common import (
 from servelab.api.engine import Engine
 from servelab.api.quantjob import Evaluation, Images
 from servelab.api.results import DepthPointResult, EvalScore, LoadPointResult
+from servelab.api.verdict import Baseline, Slo, Verdict
 
 
 class QuantJobRef(ApiModel):
@@ -142,6 +143,10 @@ class ServeBenchmarkSpec(ApiModel):
     placement: Placement | None = Field(None, description="Where the server runs.")
     isolation: Isolation | None = Field(None, description="Isolation from other benchmarks.")
     timeouts: Timeouts | None = Field(None, description="Time limits.")
+    slo: Slo | None = Field(
+        None, description="Service-level objectives each point is judged against (the gate)."
+    )
+    baseline: Baseline | None = Field(None, description="A run to compare with, and the regressions allowed.")
     server_policy: Literal["Delete", "Keep", "KeepOnFailure"] = Field(
         "Delete", description="What to do with the server afterwards."
     )
@@ -177,4 +182,5 @@ class ServeBenchmarkStatus(CommonStatus):
     )
     scores: list[EvalScore] = Field(default_factory=list, max_length=256, description="Evaluation scores.")
     summary: BenchmarkSummary | None = None
+    verdict: Verdict | None = Field(None, description="The gate's outcome: every check and whether it held.")
     provenance: Provenance | None = None

@@ -137,9 +137,9 @@ async def _reconcile(kind: str, body: kopf.Body, patch: kopf.Patch) -> None:
     stored = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
     ref = spec.quant_job_ref.name if isinstance(spec, ServeBenchmarkSpec) and spec.quant_job_ref else None
     try:
-        decision: Decision = decide(
-            owner, spec, await kube.observe(owner, stored, ref), cluster_site(SETTINGS)
-        )
+        baseline = spec.baseline if isinstance(spec, ServeBenchmarkSpec) else None
+        observed = await kube.observe(owner, stored, ref, baseline)
+        decision: Decision = decide(owner, spec, observed, cluster_site(SETTINGS))
         try:
             await kube.apply(owner, spec, decision)
         except ChildRefused as err:  # permanent for this spec: say so instead of retrying every tick

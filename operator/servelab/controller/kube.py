@@ -15,6 +15,7 @@ from kubernetes.client.rest import ApiException
 from servelab import GROUP, VERSION
 from servelab.api.quantjob import QuantJobSpec
 from servelab.api.servebenchmark import ServeBenchmarkSpec
+from servelab.api.verdict import Baseline
 from servelab.controller import render
 from servelab.controller.render import Obj
 from servelab.controller.settings import Settings
@@ -33,6 +34,21 @@ def result_from_configmap(cm: dict[str, Any]) -> dict[str, Any] | None:
     data = (cm.get("data") or {}).get(render.RESULT_KEY)
     parsed: dict[str, Any] | None = json.loads(data) if data else None
     return parsed
+
+
+BASELINE_KEY = "baseline.json"
+
+
+def saved_baseline(data: dict[str, str]) -> dict[str, Any] | None:
+    """A result saved by `servelab baseline save`: {"spec", "status"} of the run, as JSON."""
+    raw = data.get(BASELINE_KEY)
+    if not raw:
+        return None
+    try:
+        body: dict[str, Any] = json.loads(raw)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def cluster_site(settings: Settings) -> Site:
@@ -61,7 +77,9 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
 
     # ---- observe ----------------------------------------------------------------------------------
-    def _observe(self, owner: Owner, status: dict[str, Any], quantjob: str | None) -> Observed:
+    def _observe(
+        self, owner: Owner, status: dict[str, Any], quantjob: str | None, baseline: Baseline | None = None
+    ) -> Observed:
         p = self.settings.prefix
         ns = owner.namespace
         obs = Observed(generation=owner.generation, status=status, now=datetime.now(UTC))
@@ -131,7 +149,24 @@ class Kube:
             except ApiException as err:
                 if err.status != 404:
                     raise
+        if baseline is not None:
+            obs.baseline = self._baseline(ns, baseline)
         return obs
+
+    def _baseline(self, ns: str, baseline: Baseline) -> dict[str, Any] | None:
+        try:
+            if baseline.name:
+                found: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, ns, "servebenchmarks", baseline.name
+                )
+                return found
+            assert baseline.config_map_name
+            cm = self.core.read_namespaced_config_map(baseline.config_map_name, ns)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return saved_baseline(cm.data or {})
 
     def _server_state(self, ns: str, dep: Any) -> ServerState:
         state = ServerState(exists=True)
@@ -168,8 +203,14 @@ class Kube:
                     pass
         return state
 
-    async def observe(self, owner: Owner, status: dict[str, Any], quantjob: str | None = None) -> Observed:
-        return await asyncio.to_thread(self._observe, owner, status, quantjob)
+    async def observe(
+        self,
+        owner: Owner,
+        status: dict[str, Any],
+        quantjob: str | None = None,
+        baseline: Baseline | None = None,
+    ) -> Observed:
+        return await asyncio.to_thread(self._observe, owner, status, quantjob, baseline)
 
     # ---- apply ------------------------------------------------------------------------------------
     def _create(self, obj: Obj) -> bool:

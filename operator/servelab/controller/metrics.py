@@ -5,6 +5,7 @@ concurrency, dataset/metric, variant; never run ids or prompts."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -82,6 +83,36 @@ quant_ppl = Gauge(
     ["namespace", "name", "method", "variant"],
     registry=REGISTRY,
 )
+goodput_rps = Gauge(
+    "servelab_goodput_requests_per_second",
+    "Requests per second meeting every per-request bound of spec.slo at a load point (goodput).",
+    POINT,
+    registry=REGISTRY,
+)
+goodput_tps = Gauge(
+    "servelab_goodput_output_tokens_per_second",
+    "Output tokens per second of the requests meeting every per-request bound of spec.slo.",
+    POINT,
+    registry=REGISTRY,
+)
+slo_attainment = Gauge(
+    "servelab_slo_attainment_ratio",
+    "Share of a load point's requests meeting every per-request bound of spec.slo (0..1).",
+    POINT,
+    registry=REGISTRY,
+)
+max_concurrency_under_slo = Gauge(
+    "servelab_max_concurrency_under_slo",
+    "Highest concurrency meeting spec.slo (interpolated between measured points; see status.verdict.slo).",
+    BENCH,
+    registry=REGISTRY,
+)
+verdict_passed = Gauge(
+    "servelab_verdict_passed",
+    "1 when the resource's finished run passed its gate (SLO, baseline, acceptance), 0 when it did not.",
+    ["kind", *BENCH, "reason"],
+    registry=REGISTRY,
+)
 phase_gauge = Gauge(
     "servelab_resources", "Resources by kind and phase.", ["kind", "phase"], registry=REGISTRY
 )
@@ -93,6 +124,8 @@ reconcile_seconds = Histogram(
 )
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
+# kopf runs sync handlers in a thread pool: every change to the series and the phase table holds this
+_lock = threading.RLock()
 _phases: dict[Key, str] = {}
 _series: dict[Key, list[tuple[Gauge, tuple[str, ...]]]] = {}  # what each resource has set, to remove it
 
@@ -103,6 +136,11 @@ def _set(key: Key, gauge: Gauge, labels: list[str], value: float) -> None:
 
 
 def forget(kind: str, namespace: str, name: str) -> None:
+    with _lock:
+        _forget(kind, namespace, name)
+
+
+def _forget(kind: str, namespace: str, name: str) -> None:
     key = (kind, namespace, name)
     for gauge, labels in _series.pop(key, []):
         with contextlib.suppress(KeyError):  # already gone: the same series set twice
@@ -122,10 +160,15 @@ def _recount() -> None:
 
 def observe(kind: str, body: dict[str, Any]) -> None:
     """(Re)build every series of one resource from its status."""
+    with _lock:
+        _observe(kind, body)
+
+
+def _observe(kind: str, body: dict[str, Any]) -> None:
     meta = body.get("metadata", {})
     ns, name = meta.get("namespace", ""), meta.get("name", "")
     key = (kind, ns, name)
-    forget(kind, ns, name)
+    _forget(kind, ns, name)
     raw = body.get("status") or {}
     _phases[key] = raw.get("phase") or "Pending"
     _recount()
@@ -151,8 +194,16 @@ def observe(kind: str, body: dict[str, Any]) -> None:
                     _set(key, g, [*labels, "mean"], mean)
                 if p99 is not None:
                     _set(key, g, [*labels, "p99"], p99)
+            for g, v in ((goodput_rps, r.goodput_rps), (goodput_tps, r.goodput_output_tokens_per_second),
+                         (slo_attainment, r.slo_attainment)):  # fmt: skip
+                if v is not None:
+                    _set(key, g, labels, v)
         for sc in s.scores:
             _set(key, score, [*base, sc.dataset, sc.metric, sc.subset or ""], sc.score)
+        if s.verdict is not None:
+            _set(key, verdict_passed, [kind, *base, s.verdict.reason], 1.0 if s.verdict.passed else 0.0)
+            if s.verdict.slo is not None and s.verdict.slo.max_concurrency is not None:
+                _set(key, max_concurrency_under_slo, base, s.verdict.slo.max_concurrency)
     else:
         q = QuantJobStatus.model_validate(raw)
         method = body.get("spec", {}).get("method", "")
@@ -164,3 +215,6 @@ def observe(kind: str, body: dict[str, Any]) -> None:
                     _set(key, g, labels, float(v))
             for sc in variant.scores:
                 _set(key, quant_score, [*labels, sc.dataset, sc.metric, sc.subset or ""], sc.score)
+        if q.verdict is not None:
+            labels = [kind, ns, name, "", q.model or "", method, q.verdict.reason]
+            _set(key, verdict_passed, labels, 1.0 if q.verdict.passed else 0.0)

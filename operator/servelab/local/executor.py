@@ -110,6 +110,12 @@ class LocalExecutor:
             raise ValueError(f"{kind} name {name!r} would put its run directory outside {self.runs_dir}")
         return d
 
+    def baseline_path(self, name: str) -> Path:
+        path = (self.runs_dir / "baselines" / f"{name}.json").resolve()
+        if not path.is_relative_to((self.runs_dir / "baselines").resolve()):
+            raise ValueError(f"baseline name {name!r} would leave {self.runs_dir}/baselines")
+        return path
+
     def _stored(self, kind: str, name: str) -> dict[str, Any] | None:
         path = self.run_dir(kind, name) / "status.json"
         if not path.exists():
@@ -262,6 +268,13 @@ class LocalExecutor:
                 obs.server.ready = _healthy(server.health)
         if isinstance(spec, ServeBenchmarkSpec) and spec.quant_job_ref:
             obs.quantjob = self._stored("QuantJob", spec.quant_job_ref.name)
+        if isinstance(spec, ServeBenchmarkSpec) and spec.baseline:
+            b = spec.baseline
+            if b.name:
+                obs.baseline = self._stored("ServeBenchmark", b.name)
+            elif b.config_map_name:  # a saved result (`servelab baseline save --runs-dir`)
+                path = self.baseline_path(b.config_map_name)
+                obs.baseline = json.loads(path.read_text()) if path.exists() else None
         for name in self._children(owner):
             child = self._stored("ServeBenchmark", name)
             if child is not None:

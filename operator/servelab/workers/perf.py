@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from servelab import engines, loadgen
-from servelab.api.results import LoadPointResult
+from servelab.api.results import LatencyPercentiles, LoadPointResult, PointPercentiles
 from servelab.engines import ENGINES
 from servelab.loadgen import PointShape
 from servelab.workers import engine_metrics
-from servelab.workers.common import chat_url, run_logged, served_models, server_root, warm_up
+from servelab.workers.common import chat_url, percentile, run_logged, served_models, server_root, warm_up
 from servelab.workers.perfparse import PointFigures
 
 
@@ -76,6 +76,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connect-timeout", type=int, default=10, help="seconds to connect")
     p.add_argument("--out", type=Path, required=True, help="output directory (evalscope outputs, logs)")
     p.add_argument("--result", default=None, help="result sink: file:PATH or configmap:NS/NAME/KEY")
+    p.add_argument(
+        "--slo-ttft", type=float, default=None, help="per-request TTFT bound for goodput (seconds)"
+    )
+    p.add_argument(
+        "--slo-tpot", type=float, default=None, help="per-request TPOT bound for goodput (seconds)"
+    )
+    p.add_argument(
+        "--slo-e2e", type=float, default=None, help="per-request latency bound for goodput (seconds)"
+    )
     p.add_argument("--generator", default=loadgen.DEFAULT, choices=sorted(loadgen.GENERATORS),
                    help="load generator (servelab.loadgen)")  # fmt: skip
     p.add_argument("--evalscope", default=None, help="the generator's executable (default: the image's)")
@@ -123,6 +132,29 @@ def build_point_command(
 ) -> list[str]:
     generator = loadgen.get(args.generator, args.evalscope)
     return generator.point_command(point_shape(args, engine), parallel, number, offset, args.out)
+
+
+def latency_percentiles(values: list[float]) -> LatencyPercentiles | None:
+    if not values:
+        return None
+    return LatencyPercentiles(**{f"p{q}": percentile(values, q) for q in (50, 90, 95, 99)})
+
+
+def goodput(
+    figures: PointFigures, args: argparse.Namespace
+) -> tuple[float | None, float | None, float | None]:
+    """Share, requests/s and output tok/s of the requests meeting every per-request bound (DistServe's
+    goodput; a bound on TTFT or TPOT counts a request without that measurement as missing it)."""
+    bounds = (args.slo_ttft, args.slo_tpot, args.slo_e2e)
+    if all(b is None for b in bounds) or not figures.total:
+        return None, None, None
+    good = [r for r in figures.requests
+            if all(b is None or (v is not None and v <= b) for v, b in zip(r[:3], bounds, strict=True))]  # fmt: skip
+    share = len(good) / figures.total
+    if not figures.duration_seconds:
+        return round(share, 6), None, None
+    return (round(share, 6), len(good) / figures.duration_seconds,
+            sum(r[3] for r in good) / figures.duration_seconds)  # fmt: skip
 
 
 def judge(
@@ -193,6 +225,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             and abs(gen - f.sum_output_tokens) > 0.02 * f.sum_output_tokens
         ):
             warnings.append(f"server counted {gen:g} generated tokens, client {f.sum_output_tokens}")
+        attainment, good_rps, good_tps = goodput(f, args) if figures is not None else (None, None, None)
         point = LoadPointResult(
             concurrency=parallel,
             requests=number,
@@ -211,6 +244,16 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             p99_tpot_seconds=f.p99_tpot_seconds,
             avg_input_tokens=f.avg_input_tokens,
             avg_output_tokens=f.avg_output_tokens,
+            percentiles=PointPercentiles(
+                ttft_seconds=latency_percentiles(f.ttfts),
+                tpot_seconds=latency_percentiles(f.tpots),
+                latency_seconds=latency_percentiles(f.latencies),
+            )
+            if figures is not None and (f.ttfts or f.latencies)
+            else None,
+            slo_attainment=attainment,
+            goodput_rps=good_rps,
+            goodput_output_tokens_per_second=good_tps,
             server=server,
             valid=not reasons,
             reason="; ".join(reasons) or None,

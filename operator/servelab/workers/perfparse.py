@@ -111,6 +111,11 @@ class PointFigures:
     sum_prompt_tokens: int = 0
     sum_output_tokens: int = 0
     output_token_counts: list[int] = field(default_factory=list)
+    # per successful request: (ttft, tpot, latency, output tokens); None where not measured
+    requests: list[tuple[float | None, float | None, float | None, int]] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    tpots: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
     source: str = "db"
     warnings: list[str] = field(default_factory=list)
 
@@ -141,17 +146,30 @@ def figures_from_db(db: Path) -> PointFigures:
     output = [int(r["completion_tokens"] or 0) for r in ok]
     stream = [r for r in ok if r.get("is_stream", 1)] or ok
     ttfts = [float(r["first_chunk_latency"]) for r in stream if r.get("first_chunk_latency") is not None]
-    tpots = []
-    for r in stream:
+
+    def tpot_of(r: dict[str, Any]) -> float | None:
         n = int(r.get("completion_tokens") or 0)
         if n <= 1:
-            continue
+            return None
         tpot = r.get("time_per_output_token")
         if tpot is None or float(tpot) <= 0:
             if r.get("latency") is None or r.get("first_chunk_latency") is None:
-                continue
+                return None
             tpot = (float(r["latency"]) - float(r["first_chunk_latency"])) / (n - 1)
-        tpots.append(float(tpot))
+        return float(tpot)
+
+    streamed = {id(r) for r in stream}
+    tpots = [t for r in stream if (t := tpot_of(r)) is not None]
+    for r in ok:
+        in_stream = id(r) in streamed
+        ttft = (
+            float(r["first_chunk_latency"])
+            if in_stream and r.get("first_chunk_latency") is not None
+            else None
+        )
+        lat = float(r["latency"]) if r.get("latency") is not None else None
+        f.requests.append((ttft, tpot_of(r) if in_stream else None, lat, int(r["completion_tokens"] or 0)))
+    f.ttfts, f.tpots, f.latencies = ttfts, tpots, latencies
     f.output_token_counts = output
     f.sum_prompt_tokens, f.sum_output_tokens = sum(prompt), sum(output)
     f.avg_latency_seconds, f.p99_latency_seconds = mean(latencies), percentile(latencies, 99)
