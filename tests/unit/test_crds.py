@@ -83,3 +83,36 @@ def test_api_doc_lists_every_spec_field() -> None:
         "spec.calibration.numSamples",
     ):
         assert f"`{field}`" in doc, field
+
+
+def _undeclared(schema: dict[str, Any], path: str) -> list[str]:
+    """Fields that a rule reads from `self` but the schema does not declare (the apiserver refuses such a
+    CRD at install: `undefined field`; cel-python would quietly evaluate has() to false)."""
+    import re
+
+    problems = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        for chain, after in re.findall(r"\bself((?:\.[A-Za-z_][A-Za-z0-9_]*)+)(\(?)", rule["rule"]):
+            node = schema
+            names = chain.strip(".").split(".")
+            for i, name in enumerate(names):
+                props = node.get("properties")
+                if props is None:
+                    break  # a map, a list or a scalar: what follows is a method or a key
+                if name not in props:
+                    if not (i == len(names) - 1 and after):  # not a method call on the object
+                        problems.append(f"{path}: rule {rule['rule']!r} reads undeclared field {name!r}")
+                    break
+                node = props[name]
+    for name, sub in schema.get("properties", {}).items():
+        problems += _undeclared(sub, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            problems += _undeclared(schema[key], f"{path}[]")
+    return problems
+
+
+@pytest.mark.parametrize("kind", crdgen.KINDS, ids=[k.kind for k in crdgen.KINDS])
+def test_cel_rules_read_declared_fields(kind: crdgen.Kind) -> None:
+    crd = crdgen.crd(kind)
+    assert _undeclared(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "") == []

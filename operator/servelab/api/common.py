@@ -311,7 +311,11 @@ class LabelSelectorRequirement(ApiModel):
 
     key: LabelKey = Field(..., description="Label key.")
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(..., description="Operator.")
-    values: list[LabelValue] = Field(default_factory=list, max_length=64, description="Values.")
+    # label values are at most 63 characters; their syntax is left to the pod's own validation (a rule on
+    # each value of each term of each selector would exceed the apiserver's CEL cost budget)
+    values: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list, max_length=64, description="Values."
+    )
 
 
 class LabelSelector(ApiModel):

@@ -18,9 +18,9 @@ class Slo(ApiModel):
     bound set here holds for it; goodput counts the requests that meet every per-request bound."""
 
     __cel__ = [
-        ("has(self.ttftSeconds) || has(self.tpotSeconds) || has(self.e2eLatencySeconds) || has(self.minSuccessRate)"
+        ("has(self.ttftSeconds) || has(self.tpotSeconds) || has(self.e2ELatencySeconds) || has(self.minSuccessRate)"
          " || has(self.minOutputTokensPerSecondPerGpu) || has(self.minOutputTokensPerSecondPerUser)",
-         "spec.slo needs at least one bound (ttftSeconds, tpotSeconds, e2eLatencySeconds, minSuccessRate, "
+         "spec.slo needs at least one bound (ttftSeconds, tpotSeconds, e2ELatencySeconds, minSuccessRate, "
          "minOutputTokensPerSecondPerGpu or minOutputTokensPerSecondPerUser)", ""),
     ]  # fmt: skip
 
