@@ -260,7 +260,9 @@ def _field_lines(node: yaml.Node, path: str, out: dict[str, int]) -> None:
             _field_lines(child, f"{path}[{i}]", out)
 
 
-def _duplicate_keys(node: yaml.Node, loader: _Loader, seen: set[int]) -> None:
+def _duplicate_keys(node: yaml.Node, loader: _Loader, seen: set[int], out: list[_YamlProblem]) -> None:
+    """Keys set twice in one mapping. kubectl accepts them (the last one wins, as here), so they are
+    warnings, not problems: the verdict stays the apiserver's."""
     if id(node) in seen:
         return
     seen.add(id(node))
@@ -270,15 +272,15 @@ def _duplicate_keys(node: yaml.Node, loader: _Loader, seen: set[int]) -> None:
             if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
                 name = _json_key(loader.construct_object(k, deep=True))
                 if name in keys:
-                    raise _YamlProblem(
-                        f"key {name!r} is set twice in one mapping (first on line {keys[name]})",
-                        k.start_mark.line + 1,
-                    )
+                    out.append(_YamlProblem(
+                        f"key {name!r} is set twice in one mapping (first on line {keys[name]}); kubectl "
+                        "keeps the last value, and so does this check", k.start_mark.line + 1,
+                    ))  # fmt: skip
                 keys[name] = k.start_mark.line + 1
-            _duplicate_keys(v, loader, seen)
+            _duplicate_keys(v, loader, seen, out)
     elif isinstance(node, yaml.SequenceNode):
         for child in node.value:
-            _duplicate_keys(child, loader, seen)
+            _duplicate_keys(child, loader, seen, out)
 
 
 @dataclass
@@ -287,6 +289,7 @@ class Document:
     line: int
     body: Any
     lines: dict[str, int]
+    warnings: list[_YamlProblem] = field(default_factory=list)
 
 
 def read_documents(text: str) -> Iterable[Document | _YamlProblem]:
@@ -307,9 +310,10 @@ def read_documents(text: str) -> Iterable[Document | _YamlProblem]:
             if node is None:
                 continue
             line = node.start_mark.line + 1
+            warnings: list[_YamlProblem] = []
             try:
                 _expanded_size(node, {}, set())
-                _duplicate_keys(node, loader, set())
+                _duplicate_keys(node, loader, set(), warnings)
                 body = _jsonable(loader.construct_document(node), line)
             except _YamlProblem as err:
                 yield _YamlProblem(str(err), err.line, number)
@@ -320,7 +324,7 @@ def read_documents(text: str) -> Iterable[Document | _YamlProblem]:
                 continue
             lines: dict[str, int] = {}
             _field_lines(node, "", lines)
-            yield Document(number, line, body, lines)
+            yield Document(number, line, body, lines, warnings)
     finally:
         loader.dispose()
 
@@ -354,6 +358,7 @@ class Scan:
 
     resources: list[Resource] = field(default_factory=list)
     problems: list[ManifestProblem] = field(default_factory=list)
+    warnings: list[ManifestProblem] = field(default_factory=list)  # accepted by kubectl, worth a look
     others: list[str] = field(default_factory=list)  # 'file: apiVersion/kind name' of non-servelab objects
     files: int = 0
 
@@ -399,6 +404,7 @@ def scan_manifests(*paths: Path, text: dict[str, str] | None = None) -> Scan:
             if isinstance(doc, _YamlProblem):
                 scan.problems.append(ManifestProblem(where, doc.line, doc.document, str(doc)))
                 continue
+            scan.warnings += [ManifestProblem(where, w.line, doc.number, w.args[0]) for w in doc.warnings]
             _classify(scan, file, doc)
     return scan
 

@@ -41,6 +41,8 @@ def print_problems(problems: Iterable[ManifestProblem], out: TextIO) -> int:
 
 def run(args: argparse.Namespace) -> int:
     scan = check_manifests(*args.filename)
+    for warning in scan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     count = print_problems(scan.problems, sys.stdout)
     if args.verbose:
         for other in scan.others:

@@ -13,7 +13,14 @@ import yaml
 from catalogue import INVALID, RAW_INVALID, VALID, Case
 from servelab.api.validate import SpecError, validate_object, validate_resource
 from servelab.cli import main
-from servelab.manifests import ManifestError, dump_yaml, load_manifests, read_documents, scan_manifests
+from servelab.manifests import (
+    Document,
+    ManifestError,
+    dump_yaml,
+    load_manifests,
+    read_documents,
+    scan_manifests,
+)
 from servelab.paths import repo_path
 
 pytestmark = pytest.mark.unit
@@ -148,7 +155,7 @@ def _one(text: str) -> Any:
 @pytest.mark.parametrize(
     ("text", "value"),
     [("yes", True), ("on", True), ("y", True), ("No", False), ("off", False), ("~", None), ("", None),
-     ("10", 10), ("1_000", 1000), ("0x1F", 31), ("017", 15), ("1e3", 1000.0), ("-.5", -0.5), ("2.0", 2.0),
+     ("10", 10), ("1_000", 1000), ("0x1F", 31), ("017", 15), ("0o17", 15), ("1e3", 1000.0), ("-.5", -0.5), ("2.0", 2.0),
      ("2024-01-01", "2024-01-01"), ("1:20", "1:20"), ("64Gi", "64Gi"), ("'true'", "true"), ('"10"', "10"),
      ("=", "=")],
 )  # fmt: skip
@@ -156,11 +163,12 @@ def test_scalars_resolve_as_in_kubectl(text: str, value: Any) -> None:
     assert _one(f"v: {text}\n") == {"v": value}
 
 
-def test_merge_keys_work_and_duplicate_keys_are_refused() -> None:
+def test_merge_keys_work_and_duplicate_keys_are_warned_about() -> None:
     assert _one("a: &a {p: 1, q: 2}\nb:\n  <<: *a\n  q: 3\n")["b"] == {"p": 1, "q": 3}
     assert _one("y: 1\n") == {"true": 1}  # go-yaml v2 reads a `y` key as true, and so does kubectl
-    problem = _one("a: 1\nb: 2\na: 3\n")
-    assert "key 'a' is set twice" in str(problem) and problem.line == 3
+    (doc,) = read_documents("a: 1\nb: 2\na: 3\n")
+    assert isinstance(doc, Document) and doc.body == {"a": 3, "b": 2}  # kubectl keeps the last one too
+    assert "key 'a' is set twice" in str(doc.warnings[0]) and doc.warnings[0].line == 3
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,8 @@ def execute(
 def run(args: argparse.Namespace) -> int:
     # read and validate everything before starting anything: the same located messages as `servelab validate`
     scan = check_manifests(*args.filename)
+    for warning in scan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if scan.problems:
         count = print_problems(scan.problems, sys.stderr)
         print(f"{count} problem(s) in the manifests: nothing was run", file=sys.stderr)
