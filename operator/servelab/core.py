@@ -229,7 +229,10 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
     # --- the model -------------------------------------------------------------------------------
     quant = spec.engine.quantization
     source: ModelSource | None = spec.model
-    if spec.model:
+    if spec.endpoint:  # a server that already runs
+        model = ServedModel(spec.endpoint.url, spec.endpoint.tokenizer, name=spec.endpoint.served_model_name)
+        source = None
+    elif spec.model:
         model = ServedModel(
             model_location(spec.model, site.model_root), spec.model.tokenizer, name=owner.name
         )
@@ -262,6 +265,8 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
     status.phase = "Running"
     st.reconciling(status, "Running", "run in progress", gen)
     status.model, status.quantization = model.location, quant
+    if spec.endpoint:
+        status.model = f"{spec.endpoint.served_model_name} at {spec.endpoint.url}"
 
     plan = plan_benchmark(owner, spec, model, site)
     total = len(plan.steps) + 2
@@ -270,10 +275,12 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
     image = image or adapter.default_image
     images: dict[str, str] = {}
     if site.images:  # where steps run in containers: which images (none locally)
-        images = {"server": image, **{s.image: site.images(s.image) for s in plan.steps}}
+        images = {s.image: site.images(s.image) for s in plan.steps}
+        if plan.server:
+            images["server"] = image
     status.provenance = Provenance(
-        images=images, command=plan.server.command, node=obs.server.node or site.node,
-        gpu_product=obs.server.gpu_product,
+        images=images, command=plan.server.command if plan.server else [],
+        node=None if spec.endpoint else obs.server.node or site.node, gpu_product=obs.server.gpu_product,
     )  # fmt: skip
 
     # --- results so far (rebuilt from the published results every time) -----------------------------
@@ -286,6 +293,11 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
         return _fail(d, spec, "Timeout", f"the run took over {plan.total_timeout_seconds}s")
 
     # --- the server --------------------------------------------------------------------------------
+    if plan.server is None:  # spec.endpoint: nothing to deploy, wait for or tear down; clients check it
+        st.set_condition(status, st.SERVER_READY, True, "ExternalEndpoint",
+                         f"{plan.server_url}: an existing endpoint (nothing deployed or torn down)", gen)  # fmt: skip
+        status.server = plan.server_url
+        return _run_steps(d, spec, obs, plan, status, 0)
     if not obs.server.exists:
         d.actions.append(CreateServer(plan.server, image, source))
         st.step(status, "start server", 0, total)
@@ -320,9 +332,21 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
         d.event("ServerReady", f"server ready on {obs.server.node or site.node} ({took:.0f}s after start)")
     st.set_condition(status, st.SERVER_READY, True, "ServerReady", f"{url} is ready", gen)
     status.server = url
+    return _run_steps(d, spec, obs, plan, status, 2)
 
-    # --- the steps, one at a time ------------------------------------------------------------------
-    for i, step in enumerate(plan.steps, start=2):
+
+def _run_steps(
+    d: Decision,
+    spec: ServeBenchmarkSpec,
+    obs: Observed,
+    plan: BenchmarkPlan,
+    status: ServeBenchmarkStatus,
+    first: int,
+) -> Decision:
+    """The steps, one at a time (progress counts the server's two steps first, when there is a server)."""
+    gen = obs.generation
+    total = len(plan.steps) + first
+    for i, step in enumerate(plan.steps, start=first):
         job = obs.jobs.get(step.id)
         result = obs.results.get(step.id)
         if job and job.failed:
@@ -350,7 +374,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
             status.verdict.message or status.verdict.reason,
             kind,
         )
-    if _teardown(spec, "Succeeded"):
+    if _teardown(spec, "Succeeded") and not spec.endpoint:
         st.set_condition(status, st.SERVER_READY, False, "ServerStopped", "server deleted after the run", gen)
         status.server = None
         d.actions.append(DeleteServer())
@@ -372,7 +396,7 @@ def _fail(d: Decision, spec: ServeBenchmarkSpec, reason: str, message: str) -> D
     assert isinstance(d.status, ServeBenchmarkStatus)
     st.fail(d.status, reason, message, d.status.observed_generation)
     d.event(reason, message, "Warning")
-    if _teardown(spec, "Failed"):
+    if _teardown(spec, "Failed") and not spec.endpoint:
         d.status.server = None
         d.actions.append(DeleteServer())
     return d

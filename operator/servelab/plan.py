@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from servelab import loadgen
@@ -40,6 +40,7 @@ class WorkerStep:
     env: dict[str, str] = field(default_factory=dict)
     gpus: int = 0
     image_name: str | None = None  # the image when not the command's default (a load generator's)
+    secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)  # env name -> (Secret, key)
 
     @property
     def image(self) -> str:
@@ -48,7 +49,7 @@ class WorkerStep:
 
 @dataclass(frozen=True)
 class BenchmarkPlan:
-    server: ServerLaunch
+    server: ServerLaunch | None  # None: spec.endpoint, a server that already runs
     server_url: str  # how clients reach the server (no trailing slash)
     model: ServedModel
     steps: list[WorkerStep]
@@ -98,10 +99,19 @@ def compile_benchmark(
     """The run of a ServeBenchmark: the server launched once (host and port as the site needs them),
     `server_url(port)` is how the site's clients reach it, and the ordered worker steps."""
     engine = get(spec.engine.name)
-    launch = engine.launch(spec.engine, model, host=host, port=port)
-    url = server_url(launch.port)
-    name = launch.served_model_name
-    tokenizer = (spec.load.tokenizer_path if spec.load else None) or model.tokenizer or model.location
+    ep = spec.endpoint
+    launch = None if ep else engine.launch(spec.engine, model, host=host, port=port)
+    if ep:  # a server that already runs: nothing is launched
+        url = ep.url.rstrip("/").removesuffix("/v1")
+        name = ep.served_model_name
+        tokenizer = ep.tokenizer or (spec.load.tokenizer_path if spec.load else None) or name
+        metrics_url = ep.metrics_url or "none"
+    else:
+        assert launch is not None
+        url = server_url(launch.port)
+        name = launch.served_model_name
+        tokenizer = (spec.load.tokenizer_path if spec.load else None) or model.tokenizer or model.location
+        metrics_url = f"{url}{launch.metrics_path}" if launch.metrics_path else "none"
     timeouts = spec.timeouts
     steps: list[WorkerStep] = []
     # an engine that closes streamed connections (llama-server) needs `Connection: close` from clients
@@ -128,7 +138,7 @@ def compile_benchmark(
                                  ("--slo-e2e", spec.slo.e2e_latency_seconds)):  # fmt: skip
                 if bound is not None:
                     shape += [flag_, str(bound)]
-        metrics = ["--metrics-url", f"{url}{launch.metrics_path}" if launch.metrics_path else "none"]
+        metrics = ["--metrics-url", metrics_url]
         generator = loadgen.get(load.generator)
         shape += ["--generator", generator.name]
         if load.warmup_requests:  # once per sweep, before its first point
@@ -190,6 +200,13 @@ def compile_benchmark(
             id=f"eval-{i}", title=f"eval {ev.name or i + 1} ({', '.join(names)})",
             argv=argv, result="scores", timeout_seconds=ev.timeout_seconds or 21600,
         ))  # fmt: skip
+    key = ep.api_key_secret_ref if ep else spec.engine.api_key_secret_ref
+    if key:  # every client sends the server's API key, from its Secret (never an argument)
+        steps = [replace(s_, secret_env={"SERVELAB_API_KEY": (key.name, key.key)}) for s_ in steps]
+    first_load = next((i for i, s_ in enumerate(steps) if s_.argv[2] == "perf"), None)
+    if ep and first_load is not None:  # the endpoint may still be starting: wait as for a deployed server
+        ready = str(timeouts.server_ready_seconds if timeouts else 1800)
+        steps[first_load] = replace(steps[first_load], argv=[*steps[first_load].argv, "--wait-ready", ready])
     return BenchmarkPlan(
         server=launch, server_url=url, model=model, steps=steps,
         ready_timeout_seconds=timeouts.server_ready_seconds if timeouts else 1800,

@@ -57,7 +57,10 @@ def test_cel_rules_are_on_the_right_objects() -> None:
     crd = yaml.safe_load(crdgen.render_crds()["servelab.dev_servebenchmarks.yaml"])
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     rules = {r["rule"] for r in spec["x-kubernetes-validations"]}
-    assert "has(self.model) != has(self.quantJobRef)" in rules
+    assert (
+        "(has(self.model) ? 1 : 0) + (has(self.quantJobRef) ? 1 : 0) + (has(self.endpoint) ? 1 : 0) == 1"
+        in rules
+    )
     load_rules = {r["rule"] for r in spec["properties"]["load"]["x-kubernetes-validations"]}
     assert "size(self.parallel) == size(self.number)" in load_rules
     messages = [r["message"] for r in spec["properties"]["load"]["x-kubernetes-validations"]]

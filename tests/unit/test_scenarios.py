@@ -318,3 +318,57 @@ def test_spec_change_starts_the_next_generation_in_both(tmp_path: Path) -> None:
     local, _ = run_local(tmp_path, scenario, changed, resume=True)
     assert normalized(local) == normalized(second)
     assert not (tmp_path / "runs" / "servebenchmark-sc" / "load-1.result.json").exists()  # stale, deleted
+
+
+def test_an_existing_endpoint_is_measured_with_nothing_deployed(tmp_path: Path) -> None:
+    """spec.endpoint: no server is created or torn down in either backend; clients get the endpoint's URL, its
+    API key from its Secret (an env var, never an argument) and wait for it to answer first."""
+    body = spec_body()
+    del body["model"]
+    body["engine"] = {"name": "vllm"}
+    body["endpoint"] = {"url": "http://127.0.0.1:{port}/v1", "servedModelName": "prod-llm", "tokenizer": "/tok",
+                        "apiKeySecretRef": {"name": "llm-key", "key": "token"}}  # fmt: skip
+    scenario = SCENARIOS[0]
+    world = Cluster(scenario)
+    in_cluster = run_cluster(world, body)
+    assert not any(kind in ("Deployment", "Service") for kind, _ in world.objects)
+    job = next(o for (kind, _), o in world.objects.items() if kind == "Job")
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert "http://127.0.0.1:{port}/v1" in c["command"] and "--wait-ready" in c["command"]
+    assert {
+        "name": "SERVELAB_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "llm-key", "key": "token"}},
+    } in c["env"]
+    assert in_cluster["phase"] == "Succeeded" and in_cluster["server"] == "http://127.0.0.1:{port}"
+    ready = next(c for c in in_cluster["conditions"] if c["type"] == "ServerReady")
+    assert ready["reason"] == "ExternalEndpoint" and in_cluster["provenance"].get("command", []) == []
+
+    # locally: the scripted server plays the endpoint, started by the test (the executor starts nothing)
+    import os
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "server.py").write_text(SERVER)
+    server = subprocess.Popen([sys.executable, str(tmp_path / "server.py"), str(port)],
+                              env={**os.environ, "SCENARIO_SERVER": "ok"})  # fmt: skip
+    os.environ["SERVELAB_SECRET_LLM_KEY_TOKEN"] = "canary-3e1f"
+    try:
+        local_body = json.loads(json.dumps(body).replace("{port}", str(port)))
+        ex, _ = local_executor(tmp_path, scenario)
+        (tmp_path / "worker.py").write_text(
+            WORKER.replace(
+                "sys.exit(rc)", "assert os.environ['SERVELAB_API_KEY'] == 'canary-3e1f'\nsys.exit(rc)"
+            )
+        )
+        local = ex.run(resource(local_body)).to_wire()
+        ex.stop_all()
+    finally:
+        os.environ.pop("SERVELAB_SECRET_LLM_KEY_TOKEN", None)
+        server.terminate()
+        server.wait(10)
+    assert not ex.servers  # nothing was started for the server
+    assert normalized(local) == {**normalized(in_cluster), "ready": "True"}
+    assert "canary-3e1f" not in (tmp_path / "runs" / "servebenchmark-sc" / "status.yaml").read_text()

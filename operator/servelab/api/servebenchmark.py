@@ -31,6 +31,59 @@ class QuantJobRef(ApiModel):
     )
 
 
+class Endpoint(ApiModel):
+    """An OpenAI-compatible server that already runs (a KServe or llm-d deployment, a production service):
+    measured and evaluated like a deployed one, with nothing deployed or torn down."""
+
+    __cel__ = [
+        ("self.url.startsWith('http://') || self.url.startsWith('https://')",
+         "spec.endpoint.url must be an http:// or https:// URL", ".url"),
+        ("!has(self.metricsUrl) || self.metricsUrl.startsWith('http://') || self.metricsUrl.startsWith('https://')",
+         "spec.endpoint.metricsUrl must be an http:// or https:// URL", ".metricsUrl"),
+    ]  # fmt: skip
+
+    url: str = Field(..., min_length=8, max_length=2048, description="Base URL, e.g. http://llm.prod.svc:8000 "
+                     "(the OpenAI API under /v1).")  # fmt: skip
+    served_model_name: str = Field(..., min_length=1, max_length=256, description="The model name it serves.")
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret with its API key (sent by clients)."
+    )
+    tokenizer: str | None = Field(
+        None,
+        max_length=1024,
+        description="Tokenizer (local path) for prompt lengths; default spec.load.tokenizerPath.",
+    )
+    metrics_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="Its Prometheus /metrics, for the server's own counters (optional).",
+    )
+
+
+def _endpoint_rule() -> tuple[str, str, str | None]:
+    """With spec.endpoint nothing is deployed: every field that configures a server is refused (the engine
+    keeps its name, which says what serves the endpoint, and maxModelLen, its context length)."""
+    checks = []
+    for name, f in Engine.model_fields.items():
+        if name in ("name", "max_model_len"):
+            continue
+        key = f.alias or name
+        if f.default_factory is list:
+            checks.append(f"(!has(self.engine.{key}) || size(self.engine.{key}) == 0)")
+        elif f.default is None or f.is_required():
+            checks.append(f"!has(self.engine.{key})")
+        else:
+            checks.append(f"(!has(self.engine.{key}) || self.engine.{key} == {str(f.default).lower()})")
+    checks += ["!has(self.resources)", "!has(self.placement)", "!has(self.isolation)",
+               "(!has(self.images) || !has(self.images.server))", "self.serverPolicy == 'Delete'"]  # fmt: skip
+    return (
+        "!has(self.endpoint) || (" + " && ".join(checks) + ")",
+        "with spec.endpoint nothing is deployed: of spec.engine only name and maxModelLen apply, and server "
+        "fields (engine options, resources, placement, isolation, images.server, serverPolicy) are refused",
+        ".endpoint",
+    )
+
+
 LoadGeneratorName = Literal["evalscope"]  # servelab.loadgen.GENERATORS (a unit test keeps the two equal)
 
 
@@ -109,8 +162,12 @@ class Timeouts(ApiModel):
 
 class ServeBenchmarkSpec(ApiModel):
     __cel__ = [
-        ("has(self.model) != has(self.quantJobRef)",
-         "set exactly one of spec.model or spec.quantJobRef", None),
+        ("(has(self.model) ? 1 : 0) + (has(self.quantJobRef) ? 1 : 0) + (has(self.endpoint) ? 1 : 0) == 1",
+         "set exactly one of spec.model, spec.quantJobRef or spec.endpoint", None),
+        ("!has(self.endpoint) || !has(self.load) || has(self.endpoint.tokenizer) || has(self.load.tokenizerPath)",
+         "spec.endpoint needs a tokenizer (spec.endpoint.tokenizer or spec.load.tokenizerPath) to size prompts",
+         ".endpoint.tokenizer"),
+        _endpoint_rule(),
         # llama.cpp runs on CPU with gpus: 0 (its tensorParallelSize is always 1)
         ("!has(self.resources) || !has(self.resources.gpus) || self.engine.tensorParallelSize <= self.resources.gpus"
          " || (self.engine.name == 'llamacpp' && self.resources.gpus == 0)",
@@ -134,6 +191,9 @@ class ServeBenchmarkSpec(ApiModel):
 
     model: ModelSource | None = Field(None, description="The model to serve.")
     quant_job_ref: QuantJobRef | None = Field(None, description="Serve a QuantJob's output instead.")
+    endpoint: Endpoint | None = Field(
+        None, description="Measure a server that already runs instead (nothing deployed)."
+    )
     engine: Engine = Field(..., description="Engine and its options.")
     load: Load | None = Field(None, description="evalscope perf sweep.")
     context_sweep: ContextSweep | None = Field(None, description="Context-depth sweep.")

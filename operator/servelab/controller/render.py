@@ -181,6 +181,7 @@ def worker_job(owner: Owner, step: WorkerStep, settings: Settings, placement: Pl
         {"name": "SERVELAB_RESULT_LABELS",
          "value": json.dumps({**owner_labels(owner, "result", p, step.id), f"{p}/result": "true"}, sort_keys=True)},
         *[{"name": k, "value": v} for k, v in sorted(step.env.items())],
+        *[_secret_env(k, SecretKeyRef(name=n, key=key)) for k, (n, key) in sorted(step.secret_env.items())],
         *(extra_env or []),
     ]  # fmt: skip
     limits: Obj = {"cpu": settings.worker_cpu, "memory": settings.worker_memory}

@@ -35,6 +35,7 @@ class PointShape:
     headers: list[str] = field(default_factory=list)  # K=V
     request_timeout: int = 600
     connect_timeout: int = 10
+    api_key: str | None = field(default=None, repr=False)  # the server's, from its Secret (never logged)
 
 
 class LoadGenerator(ABC):

@@ -52,6 +52,8 @@ class Evalscope(LoadGenerator):
             cmd += ["--extra-args", json.dumps({"ignore_eos": True})]
         if shape.headers:
             cmd += ["--headers", *shape.headers]
+        if shape.api_key:
+            cmd += ["--api-key", shape.api_key]
         return cmd
 
     def prepare(self, out: Path, parallel: int, number: int) -> None:

@@ -353,6 +353,8 @@ class LocalExecutor:
         result_file.unlink(missing_ok=True)
         argv, env = self.toolchain.worker_argv(step)
         env["SERVELAB_RESULT_SINK"] = f"file:{result_file}"
+        for name, (secret, key) in step.secret_env.items():
+            env[name] = secret_value(secret, key)
         argv = [expand(a, env) for a in argv]
         log = d / f"{step.id}.log"
         return _Step(step, self.procs.spawn(argv, env, log), time.monotonic(), log)
@@ -361,6 +363,11 @@ class LocalExecutor:
         self.procs.stop_all()
         self.servers.clear()
         self.steps.clear()
+
+
+def secret_value(secret: str, key: str) -> str:
+    """A Secret's key, locally: the environment variable SERVELAB_SECRET_<SECRET>_<KEY> (upper case, - as _)."""
+    return os.environ.get(f"SERVELAB_SECRET_{secret}_{key}".upper().replace("-", "_").replace(".", "_"), "")
 
 
 def _healthy(url: str) -> bool:

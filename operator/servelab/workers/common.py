@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import time
 import urllib.error
@@ -12,6 +13,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# The API key of the server under test, from its Secret (the pod's env; never an argument, a log line or a
+# published result): every client a worker runs sends it.
+API_KEY_ENV = "SERVELAB_API_KEY"
+
+
+def api_key() -> str | None:
+    return os.environ.get(API_KEY_ENV) or None
+
+
+def auth_headers() -> dict[str, str]:
+    key = api_key()
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def redact(text: str) -> str:
+    """The text with the API key (if any) masked: for logs and published messages."""
+    key = api_key()
+    return text.replace(key, "***") if key and len(key) >= 4 else text
 
 
 class WorkerError(RuntimeError):
@@ -47,11 +67,12 @@ def run_logged(
         timeout=timeout,
     )
     seconds = time.monotonic() - started
-    log.write_text("$ " + " ".join(map(str, cmd)) + "\n" + proc.stdout)
+    output = redact(proc.stdout)
+    log.write_text(redact("$ " + " ".join(map(str, cmd))) + "\n" + output)
     if check and proc.returncode != 0:
-        tail = "\n".join(proc.stdout.splitlines()[-30:])
+        tail = "\n".join(output.splitlines()[-30:])
         raise WorkerError(f"{Path(str(cmd[0])).name} failed (rc={proc.returncode}); see {log}\n{tail}")
-    return Ran([str(c) for c in cmd], proc.returncode, proc.stdout, seconds)
+    return Ran([redact(str(c)) for c in cmd], proc.returncode, output, seconds)
 
 
 def percentile(values: Sequence[float], pct: float) -> float | None:
@@ -82,7 +103,9 @@ def finite(value: Any) -> float | None:
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
     """GET a URL; (status, body), with status 0 when the server could not be reached."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=auth_headers()), timeout=timeout
+        ) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -133,7 +156,9 @@ def warm_up(url: str, model: str, count: int, timeout: float) -> int:
     ).encode()
     ok = 0
     for _ in range(max(count, 0)):
-        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url, data=body, headers={"Content-Type": "application/json", **auth_headers()}
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 resp.read()
@@ -141,3 +166,15 @@ def warm_up(url: str, model: str, count: int, timeout: float) -> int:
         except (urllib.error.URLError, OSError, ValueError):
             continue
     return ok
+
+
+def wait_ready(root: str, timeout: float) -> float:
+    """Poll `<root>/v1/models` until it answers 200 (a server still loading, an endpoint starting up), at
+    most `timeout` seconds; return the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        status, _ = http_get(root.rstrip("/") + "/v1/models", 5.0)
+        if status == 200:
+            break
+        time.sleep(1.0)
+    return time.monotonic() - started

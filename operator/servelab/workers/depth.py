@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from servelab.api.results import DepthPointResult
-from servelab.workers.common import WorkerError, chat_url, mean, warm_up
+from servelab.workers.common import WorkerError, auth_headers, chat_url, mean, warm_up
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,7 +75,7 @@ def stream_chat(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any
             "POST",
             parts.path,
             body=json.dumps(body),
-            headers={"Content-Type": "application/json", "Connection": "close"},
+            headers={"Content-Type": "application/json", "Connection": "close", **auth_headers()},
         )
         resp = conn.getresponse()
         if resp.status != 200:

@@ -25,7 +25,7 @@ from typing import Any
 
 from servelab.api.results import EvalScore
 from servelab.loadgen.evalscope import Evalscope
-from servelab.workers.common import WorkerError, run_logged
+from servelab.workers.common import WorkerError, api_key, run_logged
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -146,7 +146,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         "--api-url",
         args.api_url,
         "--api-key",
-        "EMPTY",
+        api_key() or "EMPTY",
         "--eval-type",
         "openai_api",
         "--datasets",

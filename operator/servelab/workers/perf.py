@@ -31,7 +31,16 @@ from servelab.api.results import LatencyPercentiles, LoadPointResult, PointPerce
 from servelab.engines import ENGINES
 from servelab.loadgen import PointShape
 from servelab.workers import engine_metrics
-from servelab.workers.common import chat_url, percentile, run_logged, served_models, server_root, warm_up
+from servelab.workers.common import (
+    api_key,
+    chat_url,
+    percentile,
+    run_logged,
+    served_models,
+    server_root,
+    wait_ready,
+    warm_up,
+)
 from servelab.workers.perfparse import PointFigures
 
 
@@ -88,6 +97,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", default=loadgen.DEFAULT, choices=sorted(loadgen.GENERATORS),
                    help="load generator (servelab.loadgen)")  # fmt: skip
     p.add_argument("--evalscope", default=None, help="the generator's executable (default: the image's)")
+    p.add_argument("--wait-ready", type=float, default=0,
+                   help="first wait up to this many seconds for the server's /v1/models to answer")  # fmt: skip
     p.add_argument("--warmup-only", action="store_true",
                    help="send the warm-up requests and publish how many succeeded; measure nothing")  # fmt: skip
 
@@ -123,7 +134,7 @@ def point_shape(args: argparse.Namespace, engine: str) -> PointShape:
         prefix_length=args.prefix_length, max_tokens=args.max_tokens,
         min_tokens=args.max_tokens if args.min_tokens is None else args.min_tokens,
         ignore_eos=not args.no_ignore_eos, rate=args.rate, temperature=args.temperature, headers=headers,
-        request_timeout=args.request_timeout, connect_timeout=args.connect_timeout,
+        request_timeout=args.request_timeout, connect_timeout=args.connect_timeout, api_key=api_key(),
     )  # fmt: skip
 
 
@@ -323,6 +334,9 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     sink = sink_from_spec(args.result, default_file=args.out / "result.json")
+    if args.wait_ready:
+        waited = wait_ready(server_root(chat_url(args.url)), args.wait_ready)
+        print(f"server answered after {waited:.1f}s" if waited < args.wait_ready else "server did not answer")
     if args.warmup_only:  # once per sweep, before its first point (the plan's warm-up step)
         ok = warm_up(chat_url(args.url), args.model, args.warmup_requests, args.connect_timeout + 60)
         sink.publish({"kind": "warmup", "warmupRequests": args.warmup_requests, "warmupRequestsOk": ok})

@@ -113,6 +113,8 @@ class PointFigures:
     output_token_counts: list[int] = field(default_factory=list)
     # per successful request: (ttft, tpot, latency, output tokens); None where not measured
     requests: list[tuple[float | None, float | None, float | None, int]] = field(default_factory=list)
+    # per request, failed ones too: (start, completion) on the generator's perf_counter clock
+    timings: list[tuple[float, float]] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
     tpots: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
@@ -141,6 +143,8 @@ def figures_from_db(db: Path) -> PointFigures:
     ends = [float(r["completed_time"]) for r in rows if r.get("completed_time") is not None]
     if starts and ends:
         f.duration_seconds = max(max(ends) - min(starts), 0.0)
+    f.timings = [(float(r["start_time"]), float(r["completed_time"])) for r in rows
+                 if r.get("start_time") is not None and r.get("completed_time") is not None]  # fmt: skip
     latencies = [float(r["latency"]) for r in ok if r.get("latency") is not None]
     prompt = [int(r["prompt_tokens"] or 0) for r in ok]
     output = [int(r["completion_tokens"] or 0) for r in ok]

@@ -1,0 +1,279 @@
+"""How close a load point's client was to its own limit, and what the server said of its concurrency.
+
+Client side (measured for every generator the same way, while its process runs):
+
+- **CPU**: the generator process tree's user+sys CPU seconds (``/proc/<pid>/stat``, children that
+  exited included) sampled every 50 ms on the same clock as the generators' request timestamps
+  (``time.perf_counter``: CLOCK_MONOTONIC on Linux), interpolated at the point's first request start
+  and last completion, divided by that window's wall time. 1.0 is one core: an asyncio client (both
+  generators are one) cannot use more.
+- **Busy**: CPU plus the time its threads were runnable but waiting for a CPU (``schedstat`` run
+  delay, all threads), over the same window: the share of the point during which the client had work
+  to do. A client starved by other processes on its machine is as bound as one using its whole core.
+- **Scheduling delay** (closed loop, no ``--rate``): at concurrency c, the first c requests are due
+  when the point starts and request k > c is due when the (k-c)-th earliest completion frees its
+  slot; the delay is its recorded start minus that. The generators record a request's start just
+  before they send it and its completion when they have read its last event, so the delay is the
+  client's own turnaround (parsing, bookkeeping, event-loop backlog). Its share of the concurrency
+  (sum of delays / (c x duration)) is the slot-time the client left unused.
+- **Ceiling**: the point's output tok/s over the generator's calibrated per-process ceiling at that
+  concurrency (``ceilings.json``, measured by ``bench/harness.py`` against a zero-work server on the
+  machine named there; a faster client machine has a higher ceiling, so this is an indication).
+
+Server side: the engine's stated concurrency limit (``EngineAdapter.concurrency_limit``), the
+concurrency it sustained (Little's law over the streaming phase: request throughput x mean(latency -
+TTFT), the mean number of requests being generated at once; the TTFT part holds queueing and prefill),
+and its queue gauges sampled during the point.
+
+A point is labelled, first match wins: ``client-bound`` (busy >= 0.9, or scheduling delay >= 10% of
+the slot-time, or — where CPU could not be measured — throughput >= 90% of the ceiling),
+``server-capped`` (the server serves fewer requests at a time than the point's concurrency: its
+stated limit is below it and the sustained concurrency stays within it, or its queue gauge shows
+waiting requests while fewer than the concurrency run), ``ok``. ``saturated`` is set over a sweep
+(`label_sweep`): more concurrency, sustained by the server, no more throughput.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+BUSY_BOUND = 0.9  # share of the point the client was running or waiting to run
+DELAY_BOUND = 0.10  # share of the slot-time lost to the client's scheduling delay
+CEILING_BOUND = 0.9  # share of the calibrated ceiling (only decides where CPU was not measured)
+SATURATION_GAIN = 0.10  # less throughput gain than this for >= 1.5x concurrency: saturated
+CEILINGS = Path(__file__).with_name("ceilings.json")
+
+
+# --- the client process ------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out += [int(c) for c in fh.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        todo += _children(p)
+    return pids
+
+
+def _usage(pid: int) -> tuple[float, float] | None:
+    """(CPU seconds, run-queue wait seconds) of a live process (threads, reaped children included)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+    wait = 0.0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as fh:
+                wait += int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        pass
+    return cpu, wait
+
+
+class ProcessMonitor:
+    """Samples a process tree's CPU and run-queue wait on `time.perf_counter`'s clock."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, float, float]] = []  # (t, cpu, wait)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.supported = os.path.isdir(f"/proc/{pid}")
+
+    def sample(self) -> None:
+        cpu = wait = 0.0
+        seen = False
+        for p in _tree(self.pid):
+            u = _usage(p)
+            if u is not None:
+                seen = True
+                cpu, wait = cpu + u[0], wait + u[1]
+        if seen:
+            t = time.perf_counter()
+            if self.samples:  # a child that exits un-reaped drops out of the sum: never go back
+                cpu, wait = max(cpu, self.samples[-1][1]), max(wait, self.samples[-1][2])
+            self.samples.append((t, cpu, wait))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def start(self) -> ProcessMonitor:
+        if self.supported:
+            self.sample()
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.supported and self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
+
+    def window(self, t0: float, t1: float) -> tuple[float, float] | None:
+        """(CPU, wait) seconds used between t0 and t1 (interpolated); None when not covered by samples."""
+        s = self.samples
+        if len(s) < 2 or t1 <= t0 or t0 < s[0][0] - 0.5 or t1 > s[-1][0] + 0.5:
+            return None
+
+        def at(t: float) -> tuple[float, float]:
+            times = [x[0] for x in s]
+            i = bisect.bisect_left(times, t)
+            if i <= 0:
+                return s[0][1], s[0][2]
+            if i >= len(s):
+                return s[-1][1], s[-1][2]
+            (ta, ca, wa), (tb, cb, wb) = s[i - 1], s[i]
+            f = (t - ta) / (tb - ta) if tb > ta else 0.0
+            return ca + f * (cb - ca), wa + f * (wb - wa)
+
+        (c0, w0), (c1, w1) = at(t0), at(t1)
+        return max(c1 - c0, 0.0), max(w1 - w0, 0.0)
+
+
+# --- scheduling delay ---------------------------------------------------------------------------------
+
+
+def schedule_delays(timings: Sequence[tuple[float, float]], parallel: int) -> list[float]:
+    """Per request (in start order): its start minus when it was due in a closed loop at `parallel`
+    (the point's first start for the first `parallel`, else the (k-parallel)-th completion)."""
+    if not timings or parallel < 1:
+        return []
+    starts = sorted(t[0] for t in timings)
+    ends = sorted(t[1] for t in timings)
+    first = starts[0]
+    return [max(0.0, s - (first if k < parallel else ends[k - parallel])) for k, s in enumerate(starts)]
+
+
+# --- calibrated ceilings ------------------------------------------------------------------------------
+
+
+@cache
+def ceilings() -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(CEILINGS.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data
+
+
+def ceiling(generator: str, concurrency: int) -> float | None:
+    """The generator's calibrated output tok/s per client process at this concurrency (log-linear
+    between the measured concurrencies, the nearest one outside them)."""
+    import math
+
+    points = sorted(
+        (int(p["concurrency"]), float(p["outputTokensPerSecond"]))
+        for p in ceilings().get("generators", {}).get(generator, {}).get("points", [])
+        if p.get("outputTokensPerSecond")
+    )
+    if not points:
+        return None
+    if concurrency <= points[0][0]:
+        return points[0][1]
+    if concurrency >= points[-1][0]:
+        return points[-1][1]
+    for (ca, ta), (cb, tb) in zip(points, points[1:], strict=False):
+        if ca <= concurrency <= cb:
+            f = (math.log(concurrency) - math.log(ca)) / (math.log(cb) - math.log(ca))
+            return ta + f * (tb - ta)
+    return None
+
+
+# --- the figures of one point -------------------------------------------------------------------------
+
+
+@dataclass
+class Headroom:
+    """What one point records of its client and its server (seconds, cores, requests)."""
+
+    client_cpu: float | None = None
+    client_busy: float | None = None
+    schedule_delay: float | None = None  # mean
+    schedule_delay_p99: float | None = None
+    schedule_loss: float | None = None  # share of the slot-time
+    ceiling_fraction: float | None = None
+    sustained: float | None = None
+    server_limit: int | None = None
+    server_flag: str | None = None
+    running_max: float | None = None
+    waiting_max: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def client_bound(h: Headroom) -> str | None:
+    """Why the client was the bottleneck, or None."""
+    why = []
+    if h.client_busy is not None and h.client_busy >= BUSY_BOUND:
+        why.append(f"client busy {h.client_busy:.2f} of the point (CPU {h.client_cpu or 0:.2f} core"
+                   f" + {h.client_busy - (h.client_cpu or 0):.2f} waiting for a CPU)")  # fmt: skip
+    if h.schedule_loss is not None and h.schedule_loss >= DELAY_BOUND:
+        why.append(f"requests went out {1000 * (h.schedule_delay or 0):.1f} ms late on average"
+                   f" ({h.schedule_loss:.0%} of the slot-time unused)")  # fmt: skip
+    if h.client_busy is None and h.ceiling_fraction is not None and h.ceiling_fraction >= CEILING_BOUND:
+        why.append(f"throughput at {h.ceiling_fraction:.0%} of the generator's calibrated ceiling")
+    return "; ".join(why) or None
+
+
+def server_capped(h: Headroom, parallel: int, waits: bool) -> str | None:
+    """Why the server, not the load, set this point's concurrency, or None."""
+    sustained = f"sustained {h.sustained:.2f}" if h.sustained is not None else "sustained ?"
+    if h.server_limit is not None and h.server_limit < parallel:
+        if h.sustained is None or h.sustained <= h.server_limit * 1.2 + 0.3:
+            queue = f", up to {h.waiting_max:g} waiting in its queue" if h.waiting_max else ""
+            return (f"server-capped at {h.server_limit} concurrent requests by {h.server_flag}: {sustained} of "
+                    f"{parallel}{queue}; the others wait in the server, so TTFT grows with concurrency "
+                    f"and throughput stays flat")  # fmt: skip
+    if waits and h.waiting_max and h.running_max is not None and h.running_max < parallel:
+        return (f"server-capped at {h.running_max:g} running requests ({h.server_flag or 'its scheduler'}; "
+                f"KV cache or slots): {sustained} of {parallel}, up to {h.waiting_max:g} waiting")  # fmt: skip
+    return None
+
+
+def label_sweep(points: list[Any]) -> None:
+    """Relabel `ok` points `saturated` (and back) over a sweep: a point with >= 1.5x the concurrency of
+    the last valid point below it, sustained by the server (>= 0.8 of it), that gains less than 10%
+    output throughput. `points` are LoadPointResult (label, labelReason set in place)."""
+    ordered = sorted((p for p in points if p.output_tokens_per_second), key=lambda p: p.concurrency)
+    for i, p in enumerate(ordered):
+        if p.label not in ("ok", "saturated"):
+            continue
+        below = [q for q in ordered[:i] if q.concurrency < p.concurrency and q.valid
+                 and q.label in ("ok", "saturated")]  # fmt: skip
+        q = below[-1] if below else None
+        label, reason = "ok", None
+        if q is not None and p.concurrency >= 1.5 * q.concurrency and q.output_tokens_per_second:
+            gain = p.output_tokens_per_second / q.output_tokens_per_second - 1
+            took = p.sustained_concurrency is None or p.sustained_concurrency >= 0.8 * p.concurrency
+            if gain < SATURATION_GAIN and took:
+                label = "saturated"
+                reason = (f"saturated: {p.output_tokens_per_second:.0f} tok/s at concurrency {p.concurrency} vs "
+                          f"{q.output_tokens_per_second:.0f} at {q.concurrency} ({gain:+.0%}); the server ran "
+                          f"{'them all' if p.sustained_concurrency is None else f'{p.sustained_concurrency:.1f}'}"
+                          " at once, so more concurrency only lengthens each request")  # fmt: skip
+        p.label, p.label_reason = label, reason
