@@ -18,16 +18,18 @@ class Slo(ApiModel):
     bound set here holds for it; goodput counts the requests that meet every per-request bound."""
 
     __cel__ = [
-        ("has(self.ttftSeconds) || has(self.tpotSeconds) || has(self.e2ELatencySeconds) || has(self.minSuccessRate)"
+        ("has(self.ttftSeconds) || has(self.tpotSeconds) || has(self.e2eLatencySeconds) || has(self.minSuccessRate)"
          " || has(self.minOutputTokensPerSecondPerGpu) || has(self.minOutputTokensPerSecondPerUser)",
-         "spec.slo needs at least one bound (ttftSeconds, tpotSeconds, e2ELatencySeconds, minSuccessRate, "
+         "spec.slo needs at least one bound (ttftSeconds, tpotSeconds, e2eLatencySeconds, minSuccessRate, "
          "minOutputTokensPerSecondPerGpu or minOutputTokensPerSecondPerUser)", ""),
     ]  # fmt: skip
 
     percentile: Percentile = Field("p99", description="Percentile the latency bounds apply to (per point).")
     ttft_seconds: float | None = Field(None, gt=0, le=86400, description="Time to first token bound.")
     tpot_seconds: float | None = Field(None, gt=0, le=3600, description="Time per output token bound.")
-    e2e_latency_seconds: float | None = Field(None, gt=0, le=604800, description="End-to-end latency bound.")
+    e2e_latency_seconds: float | None = Field(
+        None, gt=0, le=604800, alias="e2eLatencySeconds", description="End-to-end latency bound."
+    )
     min_success_rate: float | None = Field(None, ge=0, le=1, description="Lowest success rate of a point.")
     min_output_tokens_per_second_per_gpu: float | None = Field(
         None, gt=0, description="Lowest output tok/s of a point divided by the server's GPUs (1 on CPU)."
