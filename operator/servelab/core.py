@@ -25,7 +25,7 @@ from servelab import status as st
 from servelab.api.common import ModelSource
 from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
 from servelab.api.results import QuantVariantResult
-from servelab.api.servebenchmark import Provenance, ServeBenchmarkSpec, ServeBenchmarkStatus
+from servelab.api.servebenchmark import Provenance, ServeBenchmarkSpec, ServeBenchmarkStatus, Timing
 from servelab.engines import ServedModel, ServerLaunch
 from servelab.engines import get as get_engine
 from servelab.plan import (
@@ -148,6 +148,7 @@ class Decision:
     stale: list[Any] = field(default_factory=list)  # delete these (what the backend observed as stale)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     wake_after: float | None = None
+    now: datetime | None = None  # the observation's time (what timestamps in status use)
 
     def event(self, reason: str, message: str, type_: str = "Normal") -> None:
         self.events.append((type_, reason, message))
@@ -216,7 +217,7 @@ def plan_benchmark(owner: Owner, spec: ServeBenchmarkSpec, model: ServedModel, s
 # ---- ServeBenchmark -----------------------------------------------------------------------------
 def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site: Site) -> Decision:
     status: ServeBenchmarkStatus = _fresh(ServeBenchmarkStatus, obs)
-    d = Decision(status=status, stale=list(obs.stale))
+    d = Decision(status=status, stale=list(obs.stale), now=obs.now)
     gen = obs.generation
     if status.phase in ("Succeeded", "Failed"):
         if obs.server.exists and _teardown(spec, status.phase):
@@ -300,6 +301,12 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
         return _run_steps(d, spec, obs, plan, status, 0)
     if not obs.server.exists:
         d.actions.append(CreateServer(plan.server, image, source))
+        status.timing = Timing(server_created_at=timestamp(obs.now))
+        first = plan.steps[0] if plan.steps else None
+        if first is not None and "--wait-ready" in first.argv and first.id not in obs.jobs:
+            # its client starts (and waits) while the server loads its weights: no GPU time spent on it
+            d.actions.append(RunStep(first))
+            d.event("StepStarted", f"{first.title} (waits for the server)")
         st.step(status, "start server", 0, total)
         d.event(
             "ServerCreated",
@@ -327,6 +334,8 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
         return d
     url = plan.server_url
     ready = st.condition(status, st.SERVER_READY)
+    if status.timing is not None and status.timing.server_ready_at is None:
+        status.timing.server_ready_at = timestamp(obs.now)
     if ready is None or ready.status != "True":
         took = _seconds_since(status.start_time, obs.now)
         d.event("ServerReady", f"server ready on {obs.server.node or site.node} ({took:.0f}s after start)")
@@ -346,6 +355,7 @@ def _run_steps(
     """The steps, one at a time (progress counts the server's two steps first, when there is a server)."""
     gen = obs.generation
     total = len(plan.steps) + first
+    _timing(status, obs, released=False, endpoint=spec.endpoint is not None)
     for i, step in enumerate(plan.steps, start=first):
         job = obs.jobs.get(step.id)
         result = obs.results.get(step.id)
@@ -363,6 +373,7 @@ def _run_steps(
             d.event("StepStarted", step.title)
         return d
     st.step(status, "done", total, total)
+    _timing(status, obs, released=True, endpoint=spec.endpoint is not None)
     if spec.slo or spec.baseline:
         status.verdict = benchmark_verdict(spec, status, obs.baseline, server_gpus(spec))
     st.succeed(status, st.outcome(status), gen)
@@ -392,8 +403,32 @@ def _teardown(spec: ServeBenchmarkSpec, phase: str) -> bool:
     return spec.server_policy == "Delete" or (spec.server_policy == "KeepOnFailure" and phase == "Succeeded")
 
 
+def _timing(status: ServeBenchmarkStatus, obs: Observed, released: bool, endpoint: bool) -> None:
+    """Server time held so far (to now, or to its release) against the load measured in it."""
+    measured = round(sum(r.duration_seconds or 0.0 for r in status.results), 3)
+    if endpoint:
+        status.timing = Timing(measured_seconds=measured,
+                               note="an existing endpoint: no server held, no duty cycle")  # fmt: skip
+        return
+    t = status.timing
+    if t is None or t.server_created_at is None:
+        return
+    if released and t.server_released_at is None:
+        t.server_released_at = timestamp(obs.now)
+    end = _parse(t.server_released_at) if t.server_released_at else obs.now
+    held = max((end - _parse(t.server_created_at)).total_seconds(), 0.0)
+    t.server_held_seconds, t.measured_seconds = round(held, 3), measured
+    t.duty_cycle = round(measured / held, 4) if held > 0 else None
+
+
+def _parse(ts: str) -> datetime:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
 def _fail(d: Decision, spec: ServeBenchmarkSpec, reason: str, message: str) -> Decision:
     assert isinstance(d.status, ServeBenchmarkStatus)
+    if d.status.timing is not None and d.now is not None and not spec.endpoint:
+        _timing(d.status, Observed(generation=0, status={}, now=d.now), released=True, endpoint=False)
     st.fail(d.status, reason, message, d.status.observed_generation)
     d.event(reason, message, "Warning")
     if _teardown(spec, "Failed") and not spec.endpoint:

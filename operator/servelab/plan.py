@@ -141,6 +141,10 @@ def compile_benchmark(
         metrics = ["--metrics-url", metrics_url]
         generator = loadgen.get(load.generator)
         shape += ["--generator", generator.name]
+        if load.allow_client_bound:
+            shape.append("--allow-client-bound")
+        if launch is not None:  # the server's concurrency limit is read from it (and from the server)
+            shape += ["--server-command", json.dumps(launch.command)]
         if load.warmup_requests:  # once per sweep, before its first point
             steps.append(WorkerStep(
                 id="warmup", title=f"warm-up ({load.warmup_requests} requests)",
@@ -203,10 +207,11 @@ def compile_benchmark(
     key = ep.api_key_secret_ref if ep else spec.engine.api_key_secret_ref
     if key:  # every client sends the server's API key, from its Secret (never an argument)
         steps = [replace(s_, secret_env={"SERVELAB_API_KEY": (key.name, key.key)}) for s_ in steps]
-    first_load = next((i for i, s_ in enumerate(steps) if s_.argv[2] == "perf"), None)
-    if ep and first_load is not None:  # the endpoint may still be starting: wait as for a deployed server
+    if steps and steps[0].argv[2] == "perf":
+        # the first load step waits for the server itself: it is started with the server (its client's start
+        # overlaps the weights' loading) and, for an existing endpoint, waits for it to answer
         ready = str(timeouts.server_ready_seconds if timeouts else 1800)
-        steps[first_load] = replace(steps[first_load], argv=[*steps[first_load].argv, "--wait-ready", ready])
+        steps[0] = replace(steps[0], argv=[*steps[0].argv, "--wait-ready", ready])
     return BenchmarkPlan(
         server=launch, server_url=url, model=model, steps=steps,
         ready_timeout_seconds=timeouts.server_ready_seconds if timeouts else 1800,

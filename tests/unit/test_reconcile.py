@@ -82,7 +82,10 @@ def kinds(objs: list[dict[str, Any]]) -> list[str]:
 
 def test_first_pass_creates_server_and_worker_rbac() -> None:
     d = run(sb())
-    assert kinds(d.create) == ["ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"]
+    # the first load step's Job starts with the server: its client waits for the server while it loads
+    assert kinds(d.create) == ["ServiceAccount", "Role", "RoleBinding", "Deployment", "Service", "Job"]
+    job = d.create[5]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert job[job.index("--wait-ready") + 1] == "60" and d.status.timing.server_created_at
     dep = d.create[3]
     assert dep["metadata"]["name"] == "bench-g1-server"
     assert dep["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
@@ -400,3 +403,19 @@ def test_quantjob_evaluation_engine_needs_evalscope() -> None:
         SpecError, match=r"spec\.evaluation\.engine is only used with spec\.evaluation\.evalscope"
     ):
         validate_resource("QuantJob", "q", spec)
+
+
+def test_duty_cycle_is_measured_load_over_the_time_the_server_was_held() -> None:
+    created = run(sb()).status.to_wire()
+    assert created["timing"]["serverCreatedAt"] == "2026-11-22T12:00:00Z"
+    ready = ServerState(exists=True, ready=True)
+    at = NOW + timedelta(seconds=20)
+    s1 = run(sb(), server=ready, status=created, now=at).status.to_wire()
+    assert s1["timing"]["serverReadyAt"] == "2026-11-22T12:00:20Z"
+    rows = {"load-0": {"points": [{**point(1)["points"][0], "durationSeconds": 30.0}]},
+            "load-1": {"points": [{**point(4)["points"][0], "durationSeconds": 30.0}]}}  # fmt: skip
+    jobs = {k: JobState(k, succeeded=True) for k in rows}
+    done = run(sb(), server=ready, jobs=jobs, results=rows, status=s1, now=NOW + timedelta(seconds=100))
+    t = done.status.timing
+    assert done.status.phase == "Succeeded" and t.server_released_at == "2026-11-22T12:01:40Z"
+    assert (t.server_held_seconds, t.measured_seconds, t.duty_cycle) == (100.0, 60.0, 0.6)

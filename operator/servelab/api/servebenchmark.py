@@ -84,7 +84,9 @@ def _endpoint_rule() -> tuple[str, str, str | None]:
     )
 
 
-LoadGeneratorName = Literal["evalscope"]  # servelab.loadgen.GENERATORS (a unit test keeps the two equal)
+LoadGeneratorName = Literal[
+    "evalscope", "vllm-bench"
+]  # servelab.loadgen.GENERATORS (a unit test keeps the two equal)
 
 
 class Load(ApiModel):
@@ -107,7 +109,14 @@ class Load(ApiModel):
         ..., min_length=1, max_length=64, description="Requests of each point (--number), same length."
     )
     generator: LoadGeneratorName = Field(
-        "evalscope", description="Load generator (servelab.loadgen): evalscope perf, the write-ups' tool."
+        "evalscope",
+        description="Load generator (servelab.loadgen): evalscope perf (the write-ups' tool) or vllm-bench "
+        "(`vllm bench serve`, a faster client).",
+    )
+    allow_client_bound: bool = Field(
+        False,
+        description="Count a point whose load client was at its own limit (label client-bound) as valid; "
+        "by default it is invalid: its figures are the client's, not the server's.",
     )
     api: Literal["openai"] = Field("openai", description="evalscope --api.")
     endpoint: Literal["chat", "completions"] = Field(
@@ -229,6 +238,20 @@ class Provenance(ApiModel):
     versions: dict[str, str] = Field(default_factory=dict, description="Tool versions (engine, evalscope).")
 
 
+class Timing(ApiModel):
+    """How long the server (and its GPUs) was held, and for how much of it load was measured."""
+
+    server_created_at: str | None = Field(None, description="When the server was created.")
+    server_ready_at: str | None = Field(None, description="When it first answered its health check.")
+    server_released_at: str | None = Field(None, description="When it was deleted (or the run ended).")
+    server_held_seconds: float | None = Field(None, description="Created to released (or to now).")
+    measured_seconds: float | None = Field(None, description="Sum of the load points' measured durations.")
+    duty_cycle: float | None = Field(
+        None, description="measuredSeconds / serverHeldSeconds: the share of the GPU time spent measuring."
+    )
+    note: str | None = Field(None, description="Why a figure is missing (e.g. an existing endpoint).")
+
+
 class ServeBenchmarkStatus(CommonStatus):
     model: str | None = Field(None, description="Resolved model (source or QuantJob output).")
     engine: str | None = Field(None, description="Engine name.")
@@ -243,4 +266,5 @@ class ServeBenchmarkStatus(CommonStatus):
     scores: list[EvalScore] = Field(default_factory=list, max_length=256, description="Evaluation scores.")
     summary: BenchmarkSummary | None = None
     verdict: Verdict | None = Field(None, description="The gate's outcome: every check and whether it held.")
+    timing: Timing | None = Field(None, description="Server time held and the duty cycle of the run.")
     provenance: Provenance | None = None
