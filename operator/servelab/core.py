@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from servelab import status as st
 from servelab.api.common import ModelSource
 from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
@@ -286,9 +288,17 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
 
     # --- results so far (rebuilt from the published results every time) -----------------------------
     status.results, status.scores, status.depth = [], [], []
+    unreadable: tuple[WorkerStep, ValidationError] | None = None
     for step in plan.steps:
-        st.fold_benchmark(status, step, obs.results.get(step.id), plan.points)
+        try:
+            st.fold_benchmark(status, step, obs.results.get(step.id), plan.points)
+        except ValidationError as exc:  # a worker of another version, or a broken one: never into status
+            unreadable = unreadable or (step, exc)
     status.summary = st.summarize(status, plan.points)
+    if unreadable is not None:
+        bad, exc = unreadable
+        return _fail(d, spec, "InvalidResult", f"{bad.title}: the worker published a result that does not "
+                     f"match servelab's result schema ({exc.error_count()} error(s): {_first_errors(exc)})")  # fmt: skip
 
     if _seconds_since(status.start_time, obs.now) > plan.total_timeout_seconds:
         return _fail(d, spec, "Timeout", f"the run took over {plan.total_timeout_seconds}s")
@@ -425,6 +435,10 @@ def _parse(ts: str) -> datetime:
     return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
+def _first_errors(err: ValidationError, n: int = 3) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:n])
+
+
 def _fail(d: Decision, spec: ServeBenchmarkSpec, reason: str, message: str) -> Decision:
     assert isinstance(d.status, ServeBenchmarkStatus)
     if d.status.timing is not None and d.now is not None and not spec.endpoint:
@@ -452,7 +466,11 @@ def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed, site: Site)
     step = plan.steps[0]
     job, result = obs.jobs.get(step.id), obs.results.get(step.id)
     if result:
-        st.fold_quant(status, result)
+        try:
+            st.fold_quant(status, result)
+        except ValidationError as err:
+            return _fail_quant(d, "QuantizeFailed", f"the quantize worker published a result that does not match "
+                               f"servelab's result schema ({_first_errors(err)})")  # fmt: skip
     if _seconds_since(status.start_time, obs.now) > plan.total_timeout_seconds:
         return _fail_quant(d, "Timeout", f"quantization took over {plan.total_timeout_seconds}s")
     if job is None:

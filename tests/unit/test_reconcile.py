@@ -419,3 +419,14 @@ def test_duty_cycle_is_measured_load_over_the_time_the_server_was_held() -> None
     t = done.status.timing
     assert done.status.phase == "Succeeded" and t.server_released_at == "2026-11-22T12:01:40Z"
     assert (t.server_held_seconds, t.measured_seconds, t.duty_cycle) == (100.0, 60.0, 0.6)
+
+
+def test_a_result_that_does_not_match_the_schema_fails_the_run_instead_of_the_reconcile() -> None:
+    started = {"status": run(sb()).status.to_wire()}
+    jobs = {"load-0": JobState("j0", succeeded=True)}
+    bad = {"points": [{**point(1)["points"][0], "secretField": "x"}]}
+    d = run(sb(), server=ServerState(exists=True, ready=True), jobs=jobs, results={"load-0": bad}, **started)
+    failed = next(c for c in d.status.conditions if c.type == "Failed")
+    assert d.status.phase == "Failed" and failed.reason == "InvalidResult"
+    assert "does not match servelab's result schema" in failed.message and "secretField" in failed.message
+    assert d.status.results == []  # nothing of it reached status
