@@ -292,8 +292,8 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
     for step in plan.steps:
         try:
             st.fold_benchmark(status, step, obs.results.get(step.id), plan.points)
-        except ValidationError as exc:  # a worker of another version, or a broken one: never into status
-            unreadable = unreadable or (step, exc)
+        except ValidationError as invalid:  # a worker of another version, or a broken one: never into status
+            unreadable = unreadable or (step, invalid)
     status.summary = st.summarize(status, plan.points)
     if unreadable is not None:
         bad, exc = unreadable
