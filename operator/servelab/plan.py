@@ -236,6 +236,12 @@ def compile_quantjob(spec: QuantJobSpec, model: str, output: str, artifacts: str
             argv += ["--imatrix-chunks", str(g.imatrix_chunks)]
         if g.leave_output_tensor:
             argv.append("--leave-output-tensor")
+        argv += ["--outtype", g.outtype]
+        if not g.keep_base:
+            argv.append("--drop-base")
+        argv += [f"--quantize-arg={a}" for a in g.extra_args]
+        if (spec.resources.gpus if spec.resources and spec.resources.gpus is not None else 1) > 0:
+            argv += ["--gpu-layers", "999"]  # llama-imatrix / llama-perplexity offload to the pod's GPUs
         if ev:
             argv += ["--eval-text", data_location(ev.text), "--ctx", str(ev.context_size)]
             if ev.chunks:
@@ -257,6 +263,10 @@ def compile_quantjob(spec: QuantJobSpec, model: str, output: str, artifacts: str
             cal = spec.calibration
             argv += ["--calibration", data_location(cal.source), "--num-samples", str(cal.num_samples),
                      "--max-seq-length", str(cal.max_seq_length)]  # fmt: skip
+            if cal.source.hugging_face and cal.source.hugging_face.column:
+                argv += ["--text-field", cal.source.hugging_face.column]
+            if not cal.apply_chat_template:
+                argv.append("--no-chat-template")
         if ev:
             argv += ["--eval-text", data_location(ev.text), "--eval-ctx", str(ev.context_size)]
             if ev.chunks:

@@ -430,3 +430,56 @@ def test_a_result_that_does_not_match_the_schema_fails_the_run_instead_of_the_re
     assert d.status.phase == "Failed" and failed.reason == "InvalidResult"
     assert "does not match servelab's result schema" in failed.message and "secretField" in failed.message
     assert d.status.results == []  # nothing of it reached status
+
+
+def test_quantjob_fields_reach_the_job_and_the_worker() -> None:
+    """resources.cpu/memory, backoffLimit, per-image overrides and pull policy, gguf outtype/keepBase/
+    extraArgs, GPU offload of llama-imatrix/-perplexity, perplexity over the whole text by default."""
+    spec = QuantJobSpec.model_validate({
+        "model": {"path": "/models/hf"}, "method": "gguf", "output": {"path": "/out"},
+        "gguf": {"variants": [{"type": "IQ4_XS"}], "outtype": "bf16", "keepBase": False,
+                 "extraArgs": ["--pure"]},
+        "calibration": {"source": {"path": "/c.txt"}},
+        "evaluation": {"perplexity": {"text": {"path": "/wiki.txt"}, "contextSize": 256}},
+        "resources": {"gpus": 1, "cpu": "8", "memory": "64Gi"}, "backoffLimit": 2,
+        "images": {"llamacpp": "registry.local/llama:1", "pullPolicy": "Always"}})  # fmt: skip
+    d = decide_quantjob(
+        Owner("QuantJob", "q", "ns", "u", 1), spec, Observed(generation=1, status={}, now=NOW)
+    )
+    job = next(o for o in d.create if o["kind"] == "Job")
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert job["spec"]["backoffLimit"] == 2
+    assert c["resources"]["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "1"}
+    assert c["image"] == "registry.local/llama:1" and c["imagePullPolicy"] == "Always"
+    argv = c["command"]
+    assert argv[argv.index("--outtype") + 1] == "bf16" and "--drop-base" in argv
+    assert "--quantize-arg=--pure" in argv and argv[argv.index("--gpu-layers") + 1] == "999"
+    assert "--chunks" not in argv  # spec.evaluation.perplexity.chunks unset: the whole text
+    cpu = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpus": 0})})
+    d = decide_quantjob(Owner("QuantJob", "q", "ns", "u", 1), cpu, Observed(generation=1, status={}, now=NOW))
+    argv = next(o for o in d.create if o["kind"] == "Job")["spec"]["template"]["spec"]["containers"][0][
+        "command"
+    ]
+    assert "--gpu-layers" not in argv
+
+
+def test_calibration_column_and_chat_template_reach_the_quantize_worker() -> None:
+    spec = QuantJobSpec.model_validate({
+        "model": {"path": "/models/hf"}, "method": "gptq", "output": {"path": "/out"},
+        "calibration": {"source": {"huggingFace": {"id": "org/cal", "column": "conversation"}},
+                        "applyChatTemplate": False}})  # fmt: skip
+    d = decide_quantjob(
+        Owner("QuantJob", "q", "ns", "u", 1), spec, Observed(generation=1, status={}, now=NOW)
+    )
+    argv = next(o for o in d.create if o["kind"] == "Job")["spec"]["template"]["spec"]["containers"][0][
+        "command"
+    ]
+    assert argv[argv.index("--text-field") + 1] == "conversation" and "--no-chat-template" in argv
+
+
+def test_benchmark_worker_images_follow_spec_images() -> None:
+    d = run(sb(images={"evalscope": "registry.local/evalscope:2", "pullPolicy": "Never"}))
+    job = next(o for o in d.create if o["kind"] == "Job")["spec"]["template"]["spec"]["containers"][0]
+    dep = next(o for o in d.create if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert job["image"] == "registry.local/evalscope:2" and job["imagePullPolicy"] == "Never"
+    assert dep["imagePullPolicy"] == "Never"

@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 from servelab import API_VERSION, GROUP, VERSION
-from servelab.api.common import ModelSource, Placement, SecretKeyRef
-from servelab.api.quantjob import QuantJobSpec
+from servelab.api.common import ModelSource, Placement, Resources, SecretKeyRef
+from servelab.api.quantjob import Images, QuantJobSpec
 from servelab.api.servebenchmark import ServeBenchmarkSpec
 from servelab.controller.settings import Settings
 from servelab.core import CreateScoreRun, CreateServer, Decision, DeleteServer, Owner, RunStep
@@ -117,7 +117,9 @@ def server_objects(owner: Owner, spec: ServeBenchmarkSpec, launch: ServerLaunch,
     ready = spec.timeouts.server_ready_seconds if spec.timeouts else 1800
     probe = {"httpGet": {"path": launch.health_path, "port": "http"}}
     container: Obj = {
-        "name": "engine", "image": image, "imagePullPolicy": settings.image_pull_policy,
+        "name": "engine", "image": image,
+        "imagePullPolicy": (spec.images.pull_policy if spec.images and spec.images.pull_policy else None)
+        or settings.image_pull_policy,
         "command": list(launch.command), "env": env,
         "ports": [{"name": "http", "containerPort": launch.port, "protocol": "TCP"}],
         "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": max(1, ready // 5)},
@@ -168,8 +170,16 @@ def result_configmap(owner: Owner, step: WorkerStep) -> str:
     return owner.child(f"{step.id}-result")
 
 
+def step_image(step: WorkerStep, images: Images | None, settings: Settings) -> str:
+    """The step's worker image: the spec's override for that image (spec.images), else the operator's."""
+    override = {"llmcompressor": images.quantize, "llamacpp": images.llamacpp,
+                "evalscope": images.evalscope}.get(step.image) if images else None  # fmt: skip
+    return override or settings.image(step.image)
+
+
 def worker_job(owner: Owner, step: WorkerStep, settings: Settings, placement: Placement | None = None,
-               extra_env: list[Obj] | None = None, volumes: tuple[list[Obj], list[Obj]] = ([], [])) -> Obj:  # fmt: skip
+               extra_env: list[Obj] | None = None, volumes: tuple[list[Obj], list[Obj]] = ([], []),
+               images: Images | None = None, resources: Resources | None = None, backoff_limit: int = 0) -> Obj:  # fmt: skip
     """One plan step as a Job: runs `servelab worker ...` once, publishes into its result ConfigMap."""
     p = settings.prefix
     labels = {**owner_labels(owner, "worker", p, step.id), **settings.extra_pod_labels}
@@ -184,12 +194,14 @@ def worker_job(owner: Owner, step: WorkerStep, settings: Settings, placement: Pl
         *[_secret_env(k, SecretKeyRef(name=n, key=key)) for k, (n, key) in sorted(step.secret_env.items())],
         *(extra_env or []),
     ]  # fmt: skip
-    limits: Obj = {"cpu": settings.worker_cpu, "memory": settings.worker_memory}
+    limits: Obj = {"cpu": (resources.cpu if resources and resources.cpu else None) or settings.worker_cpu,
+                   "memory": (resources.memory if resources and resources.memory else None) or settings.worker_memory}  # fmt: skip
     if step.gpus:
         limits["nvidia.com/gpu"] = str(step.gpus)
     vols, mounts = volumes
     container = {
-        "name": "worker", "image": settings.image(step.image), "imagePullPolicy": settings.image_pull_policy,
+        "name": "worker", "image": step_image(step, images, settings),
+        "imagePullPolicy": (images.pull_policy if images and images.pull_policy else None) or settings.image_pull_policy,
         "command": list(step.argv), "env": env, "resources": {"limits": limits, "requests": dict(limits)},
         "volumeMounts": [{"name": "artifacts", "mountPath": ARTIFACTS}, *mounts],
     }  # fmt: skip
@@ -198,7 +210,7 @@ def worker_job(owner: Owner, step: WorkerStep, settings: Settings, placement: Pl
     _placement(pod, placement)
     return {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(owner, owner.child(step.id), labels),
-        "spec": {"backoffLimit": 0, "activeDeadlineSeconds": step.timeout_seconds,
+        "spec": {"backoffLimit": backoff_limit, "activeDeadlineSeconds": step.timeout_seconds,
                  "template": {"metadata": {"labels": labels}, "spec": pod}},
     }  # fmt: skip
 
@@ -232,7 +244,8 @@ def quantize_job(owner: Owner, spec: QuantJobSpec, step: WorkerStep, settings: S
     if spec.hf_token_secret_ref:
         env.append(_secret_env("HF_TOKEN", spec.hf_token_secret_ref))
     env += [e.to_wire() for e in spec.env]
-    return worker_job(owner, step, settings, spec.placement, env, (volumes, mounts))
+    return worker_job(owner, step, settings, spec.placement, env, (volumes, mounts), images=spec.images,
+                      resources=spec.resources, backoff_limit=spec.backoff_limit)  # fmt: skip
 
 
 Ref = tuple[str, str, str]  # (apiVersion, kind, name) of a child
@@ -259,7 +272,7 @@ def decision_objects(
                 create += worker_rbac(owner, settings)
                 create.append(quantize_job(owner, spec, action.step, settings))
             else:
-                create.append(worker_job(owner, action.step, settings))
+                create.append(worker_job(owner, action.step, settings, images=spec.images))
         elif isinstance(action, CreateScoreRun):
             create.append(score_benchmark(owner, action.name, action.run, settings))
         elif isinstance(action, DeleteServer):

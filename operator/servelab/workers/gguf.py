@@ -62,7 +62,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-text", type=Path, help="text for llama-perplexity (skipped when absent)")
     p.add_argument("--leave-output-tensor", action="store_true", help="keep output.weight unquantized")
     p.add_argument("--ctx", type=int, default=256, help="context for imatrix and perplexity (-c)")
-    p.add_argument("--chunks", type=int, default=64, help="perplexity chunks (--chunks)")
+    p.add_argument("--chunks", type=int, default=None, help="perplexity chunks (--chunks; default: all)")
+    p.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16", "q8_0", "auto"],
+                   help="convert_hf_to_gguf.py --outtype of the base GGUF")  # fmt: skip
+    p.add_argument("--drop-base", action="store_true",
+                   help="delete the base GGUF once measured (its row stays, without a path)")  # fmt: skip
+    p.add_argument("--quantize-arg", action="append", default=[], metavar="ARG",
+                   help="an extra llama-quantize argument, before the positional ones (repeatable)")  # fmt: skip
+    p.add_argument("--gpu-layers", type=int, default=None,
+                   help="-ngl for llama-imatrix and llama-perplexity (GPU offload)")  # fmt: skip
     p.add_argument("--imatrix-chunks", type=int, default=None, help="imatrix chunks (all when unset)")
     p.add_argument("--no-kld", action="store_true", help="skip the KL divergence against f16")
     p.add_argument("--keep-logits", action="store_true", help="keep the f16 logits file (large)")
@@ -102,6 +110,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     threads = ["-t", str(args.threads)] if args.threads else []
+    offload = ["-ngl", str(args.gpu_layers)] if args.gpu_layers is not None else []
     variants: list[QuantVariantResult] = []
     notes: list[str] = []
 
@@ -112,12 +121,17 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     else:
         from servelab.toolchain import llamacpp
 
-        f16 = out / "model-f16.gguf"
+        f16 = out / f"model-{args.outtype}.gguf"
         convert_seconds = llamacpp.convert_hf_to_gguf(
-            args.hf_dir, f16, outtype="f16", log=logs / "convert.log"
+            args.hf_dir, f16, outtype=args.outtype, log=logs / "convert.log"
+        )
+    base_name = args.outtype.upper() if args.outtype in ("f32", "f16", "bf16") and args.f16 is None else "F16"
+    if args.f16 is None and args.outtype not in ("f32", "f16", "bf16"):
+        base_name = (
+            "BASE"  # q8_0 / auto: what the converter made is the reference the variants are measured against
         )
     base = QuantVariantResult(
-        name="F16", path=str(f16), size_bytes=f16.stat().st_size, duration_seconds=convert_seconds
+        name=base_name, path=str(f16), size_bytes=f16.stat().st_size, duration_seconds=convert_seconds
     )
 
     # 2. importance matrix
@@ -129,7 +143,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             raise WorkerError("a +imatrix type needs --imatrix-text")
         imatrix = out / "imatrix.gguf"
         cmd = [_tool(args.bin_dir, "llama-imatrix"), "-m", f16, "-f", args.imatrix_text, "-o", imatrix]
-        cmd += ["-c", str(args.ctx), "--parse-special", *threads]
+        cmd += ["-c", str(args.ctx), "--parse-special", *threads, *offload]
         if args.imatrix_chunks:
             cmd += ["--chunks", str(args.imatrix_chunks)]
         imatrix_seconds = run_logged(cmd, logs / "imatrix.log").seconds
@@ -145,7 +159,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             cmd.append("--leave-output-tensor")
         if spec.endswith(IMATRIX_SUFFIX):
             cmd += ["--imatrix", str(imatrix)]
-        cmd += [f16, target, qtype]
+        cmd += [*args.quantize_arg, f16, target, qtype]
         if args.threads:
             cmd.append(str(args.threads))
         ran = run_logged(cmd, logs / f"quantize-{spec}.log")
@@ -158,7 +172,9 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     # 4. perplexity (+ KL divergence against the f16 logits)
     if args.eval_text is not None:
         ppl = _tool(args.bin_dir, "llama-perplexity")
-        common = ["-f", args.eval_text, "-c", str(args.ctx), "--chunks", str(args.chunks), *threads]
+        common = ["-f", args.eval_text, "-c", str(args.ctx), *threads, *offload]
+        if args.chunks:
+            common += ["--chunks", str(args.chunks)]
         logits = out / "f16-logits.kld"
         cmd = [ppl, "-m", f16, *common]
         if not args.no_kld:
@@ -178,6 +194,9 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
                 notes.append(f"no PPL in llama-perplexity output for {v.name}")
         if logits.exists() and not args.keep_logits:
             logits.unlink()
+    if args.drop_base and args.f16 is None:  # measured; not kept among the outputs
+        f16.unlink(missing_ok=True)
+        base.path = None
     result: dict[str, Any] = {
         "kind": "gguf",
         "variants": [base.to_wire(), *(v.to_wire() for v in variants)],

@@ -102,7 +102,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", default=None, help="llm-compressor calibration pipeline (default: its own)")
     p.add_argument("--eval-text", type=Path, default=None, help="text for perplexity of base and quantized")
     p.add_argument("--eval-ctx", type=int, default=512, help="tokens per perplexity chunk")
-    p.add_argument("--eval-chunks", type=int, default=64, help="perplexity chunks at most")
+    p.add_argument("--eval-chunks", type=int, default=None, help="perplexity chunks at most (default: all)")
     p.add_argument("--no-kld", action="store_true", help="skip the KL divergence against the base model")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="random seed")
