@@ -133,9 +133,6 @@ def baseline_checks(
     what = f"ServeBenchmark {baseline.name}" if baseline.name else f"ConfigMap {baseline.config_map_name}"
     if found is None:
         return [], "BaselineNotFound", f"{what} does not exist"
-    bstatus = ServeBenchmarkStatus.model_validate(found.get("status") or {})
-    if bstatus.phase != "Succeeded":
-        return [], "BaselineNotFound", f"{what} has not succeeded ({bstatus.phase or 'no status'})"
     mine, theirs = workload(spec.to_wire()), workload(found.get("spec") or {})
     if ServeBenchmarkSpec.model_validate(found.get("spec") or {}).load:
         theirs = workload(ServeBenchmarkSpec.model_validate(found["spec"]).to_wire())  # with its defaults
@@ -144,8 +141,11 @@ def baseline_checks(
         for k in WORKLOAD_FIELDS
         if mine[k] != theirs[k]
     ]
-    if differ:
+    if differ:  # whatever its state: another workload is never compared
         return [], "BaselineIncomparable", f"{what} measured a different workload ({'; '.join(differ)})"
+    bstatus = ServeBenchmarkStatus.model_validate(found.get("status") or {})
+    if bstatus.phase != "Succeeded":
+        return [], "BaselineNotFound", f"{what} has not succeeded ({bstatus.phase or 'no status'})"
     base = {p.concurrency: p for p in bstatus.results if p.valid}
     t = baseline.tolerances
     checks: list[Check] = []
