@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from operator_fixtures import RunningOperator
-from test_operator_e2e import apply, data, finished, gguf_quantjob, llamacpp_bench, toolchain  # noqa: F401, F811
+from test_operator_e2e import apply, data, finished, gguf_quantjob, llamacpp_bench, toolchain  # noqa: F401
 
 from servelab_dev.controlplane import LocalCluster
 from servelab_dev.kubelet import PodExecutor
