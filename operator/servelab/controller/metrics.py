@@ -1,6 +1,7 @@
 """Prometheus metrics: results (rebuilt from each resource's status, so a restart loses nothing) and
 the operator's own health. Labels are bounded: namespace, name, engine, model, quantization,
-concurrency, dataset/metric, variant; never run ids or prompts."""
+concurrency, dataset/metric, variant, the workload in words (reporting.workload.describe); never run ids
+or prompts."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from servelab.api.quantjob import QuantJobStatus
 from servelab.api.servebenchmark import ServeBenchmarkStatus
+from servelab.reporting import workload as workloads
 
 REGISTRY = CollectorRegistry()
 BENCH = ["namespace", "name", "engine", "model", "quantization"]
@@ -81,6 +83,30 @@ quant_ppl = Gauge(
     "servelab_quant_perplexity",
     "Perplexity of a quantized output (or the base).",
     ["namespace", "name", "method", "variant"],
+    registry=REGISTRY,
+)
+quant_kld = Gauge(
+    "servelab_quant_kl_divergence",
+    "Mean KL divergence of a quantized output from the base model.",
+    ["namespace", "name", "method", "variant"],
+    registry=REGISTRY,
+)
+quant_base = Gauge(
+    "servelab_quant_base_info",
+    "1 for the unquantized output (F16, BASE) a QuantJob's variants are compared with.",
+    ["namespace", "name", "method", "variant"],
+    registry=REGISTRY,
+)
+benchmark_info = Gauge(
+    "servelab_benchmark_info",
+    "1 per ServeBenchmark: what it serves and the workload it measured (same workload: comparable runs).",
+    [*BENCH, "workload"],
+    registry=REGISTRY,
+)
+run_failed = Gauge(
+    "servelab_run_failed",
+    "1 while the run of a resource's current spec has failed (reason: its Failed condition's).",
+    ["kind", "namespace", "name", "reason"],
     registry=REGISTRY,
 )
 goodput_rps = Gauge(
@@ -172,6 +198,9 @@ def _observe(kind: str, body: dict[str, Any]) -> None:
     raw = body.get("status") or {}
     _phases[key] = raw.get("phase") or "Pending"
     _recount()
+    if raw.get("phase") == "Failed":
+        why = next((c.get("reason") for c in raw.get("conditions") or [] if c.get("type") == "Failed"), None)
+        _set(key, run_failed, [kind, ns, name, why or "Unknown"], 1.0)
     if kind == "ServeBenchmark":
         s = ServeBenchmarkStatus.model_validate(raw)
         base = [
@@ -181,6 +210,8 @@ def _observe(kind: str, body: dict[str, Any]) -> None:
             s.model or "",
             s.quantization or "",
         ]
+        described = workloads.describe(workloads.of_spec(body.get("spec")))
+        _set(key, benchmark_info, [*base, described], 1.0)
         for r in s.results:
             if not r.valid:
                 continue
@@ -207,10 +238,12 @@ def _observe(kind: str, body: dict[str, Any]) -> None:
     else:
         q = QuantJobStatus.model_validate(raw)
         method = body.get("spec", {}).get("method", "")
+        if q.base is not None:
+            _set(key, quant_base, [ns, name, method, q.base.name], 1.0)
         for variant in ([q.base] if q.base else []) + q.variants:
             labels = [ns, name, method, variant.name]
             for g, v in ((quant_duration, variant.duration_seconds), (quant_size, variant.size_bytes),
-                         (quant_ppl, variant.perplexity)):  # fmt: skip
+                         (quant_ppl, variant.perplexity), (quant_kld, variant.kl_divergence)):  # fmt: skip
                 if v is not None:
                     _set(key, g, labels, float(v))
             for sc in variant.scores:
