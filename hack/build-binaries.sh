@@ -92,4 +92,6 @@ if [[ ! -x $helm_dir/helm ]]; then
   log "building helm $HELM_VERSION"
   build_into "$helm_dir" "$here/tools" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 fi
+# kstatus for the GitOps gate tests (tests/gitops_adapters.py); a no-op when built
+"$here/build-kstatus.sh"
 log "binaries ready in $bin ($((SECONDS - t0)) s)"
