@@ -215,7 +215,8 @@ def test_the_adapter_names_its_command_and_metrics(name: str) -> None:
     assert names and all(n.startswith(f"{name}:") for n in names)
     for n in names:  # the worker's tables are the adapters' names
         assert n in {*engine_metrics.PROMPT, *engine_metrics.GENERATION, *engine_metrics.REQUESTS,
-                     *engine_metrics.TTFT_SUM, *engine_metrics.TTFT_COUNT}  # fmt: skip
+                     *engine_metrics.TTFT_SUM, *engine_metrics.TTFT_COUNT, *engine_metrics.RUNNING,
+                     *engine_metrics.WAITING}  # fmt: skip
 
 
 def test_engine_specifics_live_on_the_adapters() -> None:

@@ -6,9 +6,13 @@ Times are seconds everywhere (evalscope reports milliseconds in some releases; p
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from servelab.api.base import ApiModel
+
+PointLabel = Literal["ok", "client-bound", "server-capped", "saturated"]
 
 
 class ServerMetrics(ApiModel):
@@ -26,6 +30,12 @@ class ServerMetrics(ApiModel):
     )
     output_tokens_per_second: float | None = Field(
         None, description="Server-counted generation tokens divided by the client-measured duration."
+    )
+    running_max: float | None = Field(
+        None, description="Most requests the server said it was serving, sampled during the point."
+    )
+    waiting_max: float | None = Field(
+        None, description="Most requests the server said it held in its queue, sampled during the point."
     )
 
 
@@ -80,6 +90,37 @@ class LoadPointResult(ApiModel):
         None, description="Output tokens per second of the requests that met every per-request bound."
     )
     server: ServerMetrics | None = Field(None, description="The engine's own counters for the same point.")
+    label: PointLabel | None = Field(
+        None,
+        description="What limited the point: ok, client-bound (the load client at its own limit), "
+        "server-capped (the server serves fewer requests at a time than the concurrency), saturated "
+        "(more concurrency, no more throughput).",
+    )
+    label_reason: str | None = Field(None, description="The figures behind the label.")
+    client_cpu: float | None = Field(
+        None, description="Load client CPU during the point: CPU seconds per second (1.0 = one core)."
+    )
+    client_busy: float | None = Field(
+        None, description="Share of the point the client was running or waiting for a CPU, 0..1+."
+    )
+    client_schedule_delay_seconds: float | None = Field(
+        None, description="Mean delay between when a request was due (a slot freed) and when it was sent."
+    )
+    client_ceiling_fraction: float | None = Field(
+        None,
+        description="Output tok/s over the generator's calibrated per-process ceiling at this concurrency.",
+    )
+    sustained_concurrency: float | None = Field(
+        None,
+        description="Requests the server generated at once on average (Little's law: request rate x mean "
+        "of latency - TTFT).",
+    )
+    server_concurrency_limit: int | None = Field(
+        None, description="Requests the server serves at a time, as it states or its command sets."
+    )
+    server_concurrency_flag: str | None = Field(
+        None, description="What sets that limit, e.g. llama-server -np 1 (total_slots 1)."
+    )
     valid: bool = Field(True, description="False when the point failed a validity check (see reason).")
     reason: str | None = Field(None, description="Why the point is invalid, when it is.")
     artifacts: str | None = Field(None, description="Where the point's full evalscope output is.")

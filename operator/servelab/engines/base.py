@@ -60,6 +60,9 @@ class MetricNames:
     requests: tuple[str, ...] = ()
     ttft_sum: tuple[str, ...] = ()
     ttft_count: tuple[str, ...] = ()
+    # gauges sampled during a point: requests the server is serving, and those it holds in its queue
+    running: tuple[str, ...] = ()
+    waiting: tuple[str, ...] = ()
 
     def all(self) -> set[str]:
         return {
@@ -68,6 +71,8 @@ class MetricNames:
             *self.requests,
             *self.ttft_sum,
             *self.ttft_count,
+            *self.running,
+            *self.waiting,
         }
 
 
@@ -111,6 +116,14 @@ class EngineAdapter(ABC):
         raise NoLocalBuild(
             f"engine {self.name} has no local build: run it in a cluster (command: {' '.join(command[:3])} ...)"
         )
+
+    def concurrency_limit(
+        self, root_url: str | None, command: list[str] | None
+    ) -> tuple[int | None, str | None]:
+        """How many requests the server serves at a time, as the server states it (read from `root_url`
+        when it says) or its command sets it, and what sets it (e.g. "llama-server -np 1 (total_slots
+        1)"); (None, None) when the engine says nothing of it."""
+        return None, None
 
     def owns(self, command: list[str]) -> bool:
         """Whether `command` is this engine's server command (a container's command in a local pod)."""
@@ -170,6 +183,35 @@ class EngineAdapter(ABC):
             needs_shm=self.needs_shm,
             secret_env=self.secret_env(engine),
         )
+
+
+def flag_value(command: list[str] | None, *names: str) -> str | None:
+    """The value of the last of `names` in a command line (`--name V` or `--name=V`), or None."""
+    value = None
+    args = list(command or [])
+    for i, arg in enumerate(args):
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                value = args[i + 1]
+            elif arg.startswith(name + "="):
+                value = arg.split("=", 1)[1]
+    return value
+
+
+def get_json(url: str, timeout: float = 5.0) -> object | None:
+    """GET a JSON document (the server's own statement of its settings), None when it does not answer."""
+    import json
+    import urllib.request
+
+    from servelab.workers.common import auth_headers
+
+    try:
+        request = urllib.request.Request(url, headers=auth_headers())
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            data: object = json.loads(resp.read())
+            return data
+    except (OSError, ValueError):
+        return None
 
 
 def flag(args: list[str], name: str, value: object | None) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from servelab.api.base import ApiModel
-from servelab.engines.base import CelRule, EngineAdapter, MetricNames, ServedModel, flag
+from servelab.engines.base import CelRule, EngineAdapter, MetricNames, ServedModel, flag, flag_value, get_json
 
 if TYPE_CHECKING:
     from servelab.api.engine import Engine
@@ -31,6 +31,8 @@ class LlamaCpp(EngineAdapter):
     metric_names = MetricNames(
         prompt_tokens=("llamacpp:prompt_tokens_total", "llamacpp:prompt_tokens_cached_total"),
         generation_tokens=("llamacpp:tokens_predicted_total",),
+        running=("llamacpp:requests_processing",),
+        waiting=("llamacpp:requests_deferred",),
     )
     fingerprint = ("/props", b"default_generation_settings")
     connection_close = True
@@ -77,6 +79,22 @@ class LlamaCpp(EngineAdapter):
     def secret_env(self, engine: Engine) -> dict[str, tuple[str, str]]:
         ref = engine.api_key_secret_ref
         return {"LLAMA_API_KEY": (ref.name, ref.key)} if ref else {}
+
+    def concurrency_limit(
+        self, root_url: str | None, command: list[str] | None
+    ) -> tuple[int | None, str | None]:
+        """llama-server serves `total_slots` requests at a time (/props; set by -np/--parallel or
+        LLAMA_ARG_N_PARALLEL, default -1 = auto = 4 slots in the pinned release); the rest wait
+        (`llamacpp:requests_deferred`)."""
+        value = flag_value(command, "-np", "--parallel")
+        setting = f"llama-server -np {value}" if value else "llama-server's default -np (auto: 4 slots)"
+        props = get_json(root_url.rstrip("/") + "/props") if root_url else None
+        slots = props.get("total_slots") if isinstance(props, dict) else None
+        if isinstance(slots, int) and slots > 0:
+            return slots, f"{setting} (total_slots {slots})"
+        if value and value.lstrip("-").isdigit() and int(value) > 0:
+            return int(value), setting
+        return (4, setting) if command is not None and not value else (None, None)
 
     def local_command(self, command: list[str]) -> tuple[list[str], dict[str, str]]:
         """The CPU build of llama-server (servelab.toolchain.llamacpp), same arguments."""

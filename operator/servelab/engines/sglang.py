@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from servelab.engines.base import EngineAdapter, MetricNames, ServedModel, flag
+from servelab.engines.base import EngineAdapter, MetricNames, ServedModel, flag, flag_value, get_json
 
 if TYPE_CHECKING:
     from servelab.api.engine import Engine
@@ -31,6 +31,8 @@ class Sglang(EngineAdapter):
         requests=("sglang:num_requests_total",),
         ttft_sum=("sglang:time_to_first_token_seconds_sum",),
         ttft_count=("sglang:time_to_first_token_seconds_count",),
+        running=("sglang:num_running_reqs",),
+        waiting=("sglang:num_queue_reqs",),
     )
     owned_flags = ("--host", "--port", "--served-model-name", "--model-path", "--model", "--tokenizer-path",
                    "--api-key")  # fmt: skip
@@ -69,6 +71,28 @@ class Sglang(EngineAdapter):
     def secret_env(self, engine: Engine) -> dict[str, tuple[str, str]]:
         ref = engine.api_key_secret_ref
         return {"SGLANG_API_KEY": (ref.name, ref.key)} if ref else {}
+
+    def concurrency_limit(
+        self, root_url: str | None, command: list[str] | None
+    ) -> tuple[int | None, str | None]:
+        """SGLang runs at most `max_running_requests` at a time (/get_server_info states the value in
+        effect, set by --max-running-requests or derived from the KV pool); the rest queue
+        (`sglang:num_queue_reqs`)."""
+        value = flag_value(command, "--max-running-requests")
+        setting = (
+            f"sglang --max-running-requests {value}" if value else "SGLang's default --max-running-requests"
+        )
+        info = get_json(root_url.rstrip("/") + "/get_server_info") if root_url else None
+        stated = None
+        if isinstance(info, dict):
+            states = info.get("internal_states")
+            inner = states[0] if isinstance(states, list) and states and isinstance(states[0], dict) else {}
+            stated = inner.get("max_running_requests") or info.get("max_running_requests")
+        if isinstance(stated, int) and stated > 0:
+            return stated, f"{setting} (max_running_requests {stated})"
+        if value and value.isdigit():
+            return int(value), setting
+        return None, setting if command is not None else None
 
 
 ADAPTER = Sglang

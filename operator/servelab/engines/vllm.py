@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from servelab.api.base import ApiModel
-from servelab.engines.base import EngineAdapter, MetricNames, ServedModel, flag
+from servelab.engines.base import EngineAdapter, MetricNames, ServedModel, flag, flag_value
 
 if TYPE_CHECKING:
     from servelab.api.engine import Engine
@@ -32,6 +32,8 @@ class Vllm(EngineAdapter):
         requests=("vllm:request_success_total",),  # per finished_reason
         ttft_sum=("vllm:time_to_first_token_seconds_sum",),
         ttft_count=("vllm:time_to_first_token_seconds_count",),
+        running=("vllm:num_requests_running",),
+        waiting=("vllm:num_requests_waiting",),
     )
     model_formats = ("safetensors", "gguf")
     programs = ("vllm",)
@@ -73,6 +75,18 @@ class Vllm(EngineAdapter):
     def secret_env(self, engine: Engine) -> dict[str, tuple[str, str]]:
         ref = engine.api_key_secret_ref
         return {"VLLM_API_KEY": (ref.name, ref.key)} if ref else {}
+
+    def concurrency_limit(
+        self, root_url: str | None, command: list[str] | None
+    ) -> tuple[int | None, str | None]:
+        """vLLM schedules at most --max-num-seqs requests at a time (fewer when the KV cache is full); the
+        rest wait (`vllm:num_requests_waiting`). Its API does not state the value, so it is read from
+        the rendered command; unset, the default depends on the hardware (vLLM 0.32: 1024 on GPUs with
+        >= 70 GiB but A100, 256 on smaller ones, 128 per rank on CPU) and is left unnamed."""
+        value = flag_value(command, "--max-num-seqs")
+        if value and value.isdigit():
+            return int(value), f"vllm --max-num-seqs {value}"
+        return None, "vLLM's default --max-num-seqs (hardware-dependent)" if command is not None else None
 
     def local_command(self, command: list[str]) -> tuple[list[str], dict[str, str]]:
         """`vllm serve MODEL ...` of the image, run by the CPU build's environment. That distribution is

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from servelab.loadgen.base import LoadGenerator, PointShape
 from servelab.loadgen.evalscope import Evalscope
+from servelab.loadgen.vllm_bench import VllmBench
 
-GENERATORS: dict[str, type[LoadGenerator]] = {"evalscope": Evalscope}
+GENERATORS: dict[str, type[LoadGenerator]] = {"evalscope": Evalscope, "vllm-bench": VllmBench}
 DEFAULT = "evalscope"
 
 

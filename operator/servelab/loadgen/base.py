@@ -59,6 +59,17 @@ class LoadGenerator(ABC):
     ) -> tuple[PointFigures | None, Path | None, list[str]]:
         """What the point measured (None when it left nothing to read), where its raw output is, warnings."""
 
+    def environment(self, shape: PointShape) -> dict[str, str]:
+        """Environment variables the point's command needs besides the worker's (e.g. an API key the
+        tool reads only from its environment)."""
+        return {}
+
+    def ceiling(self, concurrency: int) -> float | None:
+        """Calibrated output tok/s of one client process at this concurrency (`headroom.ceiling`)."""
+        from servelab.loadgen.headroom import ceiling
+
+        return ceiling(self.name, concurrency)
+
     def prepare(self, out: Path, parallel: int, number: int) -> None:  # noqa: B027 - optional hook
         """Clean what a retried point left behind, where the tool refuses to overwrite it."""
 

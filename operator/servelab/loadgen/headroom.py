@@ -17,7 +17,7 @@ Client side (measured for every generator the same way, while its process runs):
   client's own turnaround (parsing, bookkeeping, event-loop backlog). Its share of the concurrency
   (sum of delays / (c x duration)) is the slot-time the client left unused.
 - **Ceiling**: the point's output tok/s over the generator's calibrated per-process ceiling at that
-  concurrency (``ceilings.json``, measured by ``bench/harness.py`` against a zero-work server on the
+  concurrency (``servelab/data/loadgen-ceilings.json``, measured by ``bench/harness.py`` against a zero-work server on the
   machine named there; a faster client machine has a higher ceiling, so this is an indication).
 
 Server side: the engine's stated concurrency limit (``EngineAdapter.concurrency_limit``), the
@@ -36,6 +36,7 @@ waiting requests while fewer than the concurrency run), ``ok``. ``saturated`` is
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import os
 import threading
@@ -50,7 +51,7 @@ BUSY_BOUND = 0.9  # share of the point the client was running or waiting to run
 DELAY_BOUND = 0.10  # share of the slot-time lost to the client's scheduling delay
 CEILING_BOUND = 0.9  # share of the calibrated ceiling (only decides where CPU was not measured)
 SATURATION_GAIN = 0.10  # less throughput gain than this for >= 1.5x concurrency: saturated
-CEILINGS = Path(__file__).with_name("ceilings.json")
+CEILINGS = Path(__file__).resolve().parent.parent / "data" / "loadgen-ceilings.json"
 
 
 # --- the client process ------------------------------------------------------------------------------
@@ -198,7 +199,7 @@ def ceiling(generator: str, concurrency: int) -> float | None:
         return points[0][1]
     if concurrency >= points[-1][0]:
         return points[-1][1]
-    for (ca, ta), (cb, tb) in zip(points, points[1:], strict=False):
+    for (ca, ta), (cb, tb) in itertools.pairwise(points):
         if ca <= concurrency <= cb:
             f = (math.log(concurrency) - math.log(ca)) / (math.log(cb) - math.log(ca))
             return ta + f * (tb - ta)
@@ -243,12 +244,12 @@ def client_bound(h: Headroom) -> str | None:
 def server_capped(h: Headroom, parallel: int, waits: bool) -> str | None:
     """Why the server, not the load, set this point's concurrency, or None."""
     sustained = f"sustained {h.sustained:.2f}" if h.sustained is not None else "sustained ?"
-    if h.server_limit is not None and h.server_limit < parallel:
-        if h.sustained is None or h.sustained <= h.server_limit * 1.2 + 0.3:
-            queue = f", up to {h.waiting_max:g} waiting in its queue" if h.waiting_max else ""
-            return (f"server-capped at {h.server_limit} concurrent requests by {h.server_flag}: {sustained} of "
-                    f"{parallel}{queue}; the others wait in the server, so TTFT grows with concurrency "
-                    f"and throughput stays flat")  # fmt: skip
+    held = h.sustained is None or (h.server_limit is not None and h.sustained <= h.server_limit * 1.2 + 0.3)
+    if h.server_limit is not None and h.server_limit < parallel and held:
+        queue = f", up to {h.waiting_max:g} waiting in its queue" if h.waiting_max else ""
+        return (f"server-capped at {h.server_limit} concurrent requests by {h.server_flag}: {sustained} of "
+                f"{parallel}{queue}; the others wait in the server, so TTFT grows with concurrency "
+                f"and throughput stays flat")  # fmt: skip
     if waits and h.waiting_max and h.running_max is not None and h.running_max < parallel:
         return (f"server-capped at {h.running_max:g} running requests ({h.server_flag or 'its scheduler'}; "
                 f"KV cache or slots): {sustained} of {parallel}, up to {h.waiting_max:g} waiting")  # fmt: skip

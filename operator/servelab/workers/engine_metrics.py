@@ -81,3 +81,50 @@ def server_deltas(
         avg_ttft_seconds=ttft_sum / ttft_count if ttft_sum is not None and ttft_count else None,
         output_tokens_per_second=gen / duration_seconds if gen is not None and duration_seconds else None,
     )
+
+
+# gauges sampled during a point: requests running, requests waiting in the server's queue
+RUNNING = _union(lambda m: m.running)
+WAITING = _union(lambda m: m.waiting)
+
+
+class GaugeSampler:
+    """Polls `/metrics` during a point for the engine's running/waiting gauges, on `time.perf_counter`'s
+    clock (the load generators' request timestamps are on it too)."""
+
+    def __init__(self, metrics_url: str, interval: float = 0.25) -> None:
+        import threading
+
+        self.metrics_url = metrics_url
+        self.interval = interval
+        self.samples: list[tuple[float, float | None, float | None]] = []  # (t, running, waiting)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import time
+
+        while True:
+            snap = scrape(self.metrics_url, timeout=2.0)
+            if snap is not None:
+                running = [snap[n] for n in RUNNING if n in snap]
+                waiting = [snap[n] for n in WAITING if n in snap]
+                self.samples.append((time.perf_counter(), sum(running) if running else None,
+                                     sum(waiting) if waiting else None))  # fmt: skip
+            if self._stop.wait(self.interval):
+                return
+
+    def start(self) -> GaugeSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def window(self, t0: float, t1: float) -> tuple[float | None, float | None]:
+        """(most running, most waiting) sampled between t0 and t1 (None: no sample of that gauge)."""
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        running = [s[1] for s in inside if s[1] is not None]
+        waiting = [s[2] for s in inside if s[2] is not None]
+        return (max(running) if running else None), (max(waiting) if waiting else None)

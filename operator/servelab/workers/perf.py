@@ -11,7 +11,13 @@ Requests follow the reference recipe: `--dataset random`, prompt length fixed
 Connection=close` for engines whose adapter says `connection_close` (llama-server closes streamed
 connections that it advertised as keep-alive).
 
-A point is invalid (kept, with a reason) when its success rate is below `--min-success-rate`, when
+Every point records how close its client was to its own limit and what limited it (the generator
+process's CPU and run-queue wait during the point, its scheduling delay, its throughput against the
+generator's calibrated ceiling; the server's stated concurrency limit, the concurrency it sustained and
+its queue gauges) and a label: ok / client-bound / server-capped (`servelab.loadgen.headroom`).
+
+A point is invalid (kept, with a reason) when its client was bound (unless `--allow-client-bound`),
+when its success rate is below `--min-success-rate`, when
 ignore_eos was set and the mean output tokens differ from the requested count, when `/v1/models`
 does not list the model, or when evalscope failed. The exit code is 1 when any point is invalid; the
 result is published either way.
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -30,12 +37,14 @@ from servelab import engines, loadgen
 from servelab.api.results import LatencyPercentiles, LoadPointResult, PointPercentiles
 from servelab.engines import ENGINES
 from servelab.loadgen import PointShape
+from servelab.loadgen.headroom import Headroom, ProcessMonitor, client_bound, schedule_delays, server_capped
 from servelab.workers import engine_metrics
 from servelab.workers.common import (
+    Ran,
     api_key,
     chat_url,
     percentile,
-    run_logged,
+    redact,
     served_models,
     server_root,
     wait_ready,
@@ -99,6 +108,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evalscope", default=None, help="the generator's executable (default: the image's)")
     p.add_argument("--wait-ready", type=float, default=0,
                    help="first wait up to this many seconds for the server's /v1/models to answer")  # fmt: skip
+    p.add_argument("--server-command", default=None,
+                   help="the server's command line (JSON list): where its concurrency limit is read from")  # fmt: skip
+    p.add_argument("--allow-client-bound", action="store_true",
+                   help="a point whose client was at its own limit stays valid (labelled client-bound)")  # fmt: skip
     p.add_argument("--warmup-only", action="store_true",
                    help="send the warm-up requests and publish how many succeeded; measure nothing")  # fmt: skip
 
@@ -168,17 +181,94 @@ def goodput(
             sum(r[3] for r in good) / figures.duration_seconds)  # fmt: skip
 
 
+def run_monitored(
+    cmd: list[str], log: Path, env: dict[str, str], timeout: float | None = None
+) -> tuple[Ran, ProcessMonitor]:
+    """Run a point's client like `run_logged`, sampling its process tree's CPU while it runs."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with log.open("w") as fh:
+        fh.write(redact("$ " + " ".join(map(str, cmd))) + "\n")
+        fh.flush()
+        proc = subprocess.Popen(list(map(str, cmd)), env=env, stdout=fh, stderr=subprocess.STDOUT)
+        monitor = ProcessMonitor(proc.pid).start()
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        finally:
+            monitor.sample()
+            monitor.stop()
+    output = redact(log.read_text(errors="replace"))
+    log.write_text(output)
+    return Ran([redact(str(c)) for c in cmd], rc, output, time.monotonic() - started), monitor
+
+
+def measure_headroom(
+    f: PointFigures | None,
+    parallel: int,
+    generator: loadgen.LoadGenerator,
+    monitor: ProcessMonitor | None,
+    gauges: engine_metrics.GaugeSampler | None,
+    limit: tuple[int | None, str | None],
+    paced: bool,
+) -> Headroom:
+    """The client's and the server's side of one point (`servelab.loadgen.headroom`)."""
+    h = Headroom(server_limit=limit[0], server_flag=limit[1])
+    if f is None or not f.timings:
+        return h
+    t0, t1 = min(s for s, _ in f.timings), max(e for _, e in f.timings)
+    used = monitor.window(t0, t1) if monitor is not None else None
+    if used is not None and t1 > t0:
+        h.client_cpu = round(used[0] / (t1 - t0), 3)
+        h.client_busy = round((used[0] + used[1]) / (t1 - t0), 3)
+    elif monitor is not None:
+        h.notes.append("client CPU not measured (no samples on the generator's clock during the point)")
+    if not paced:  # with --rate requests are due on a random schedule the tools do not record
+        delays = schedule_delays(f.timings, parallel)
+        if delays:
+            h.schedule_delay = round(sum(delays) / len(delays), 6)
+            h.schedule_delay_p99 = percentile(delays, 99)
+            if t1 > t0:
+                h.schedule_loss = round(sum(delays) / (min(parallel, len(delays)) * (t1 - t0)), 4)
+    top = generator.ceiling(parallel)
+    if top and f.output_tokens_per_second:
+        h.ceiling_fraction = round(f.output_tokens_per_second / top, 3)
+    live = [r for r in f.requests if r[0] is not None and r[2] is not None]
+    if live and f.duration_seconds:
+        generating = sum(r[2] - r[0] for r in live if r[2] is not None and r[0] is not None) / len(live)
+        h.sustained = round(f.succeeded / f.duration_seconds * generating, 3)
+    if gauges is not None:
+        h.running_max, h.waiting_max = gauges.window(t0, t1)
+    return h
+
+
+def label(h: Headroom, parallel: int, gauges: bool) -> tuple[str, str | None]:
+    """ok / client-bound / server-capped, and the figures behind it (saturated is a sweep's verdict)."""
+    why = client_bound(h)
+    if why:
+        return "client-bound", why
+    why = server_capped(h, parallel, gauges)
+    if why:
+        return "server-capped", why
+    return "ok", None
+
+
 def judge(
     figures: PointFigures | None,
     requested: int,
     args: argparse.Namespace,
     model_problem: str | None,
     evalscope_rc: int,
+    bound: str | None = None,
 ) -> list[str]:
     """Reasons a point is invalid (empty: valid)."""
     reasons = []
     if model_problem:
         reasons.append(model_problem)
+    if bound and not getattr(args, "allow_client_bound", False):
+        reasons.append(f"client-bound: {bound} (spec.load.allowClientBound to keep it)")
     if figures is None:
         reasons.append(f"evalscope produced no results (rc={evalscope_rc})")
         return reasons
@@ -214,6 +304,11 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         model_problem = None
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     generator = loadgen.get(args.generator, args.evalscope)
+    command = json.loads(args.server_command) if args.server_command else None
+    adapter = engines.get(engine) if engine in ENGINES else None
+    limit = adapter.concurrency_limit(root, command) if adapter else (None, None)
+    gauge_names = set(adapter.metric_names.running + adapter.metric_names.waiting) if adapter else set()
+    sample_gauges = bool(metrics_url and first and gauge_names & first.keys())
     warmup_ok = warm_up(chat_url(args.url), args.model, args.warmup_requests, args.connect_timeout + 60)
     points: list[LoadPointResult] = []
     details: list[dict[str, Any]] = []
@@ -221,14 +316,30 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     for parallel, number in zip(args.parallel, args.number, strict=True):
         generator.prepare(out, parallel, number)
         before = engine_metrics.scrape(metrics_url) if metrics_url else None
-        cmd = generator.point_command(point_shape(args, engine), parallel, number, offset, out)
-        ran = run_logged(cmd, out / "logs" / f"perf-p{parallel}-n{number}.log", env=env, check=False)
+        shape = point_shape(args, engine)
+        cmd = generator.point_command(shape, parallel, number, offset, out)
+        gauges = engine_metrics.GaugeSampler(metrics_url).start() if sample_gauges and metrics_url else None
+        try:
+            ran, monitor = run_monitored(cmd, out / "logs" / f"perf-p{parallel}-n{number}.log",
+                                         {**env, **generator.environment(shape)})  # fmt: skip
+        finally:
+            if gauges is not None:
+                gauges.stop()
         after = engine_metrics.scrape(metrics_url) if metrics_url else None
         offset += number
         figures, point_dir, warnings = generator.parse_point(out, parallel, number)
-        reasons = judge(figures, number, args, model_problem, ran.returncode)
+        headroom = measure_headroom(figures, parallel, generator, monitor, gauges, limit, bool(args.rate))
+        warnings += headroom.notes
+        point_label: str | None
+        point_label, label_reason = label(headroom, parallel, gauges is not None)
+        if figures is None:
+            point_label, label_reason = None, None
+        bound = label_reason if point_label == "client-bound" else None
+        reasons = judge(figures, number, args, model_problem, ran.returncode, bound)
         f = figures or PointFigures(total=number, failed=0)  # nothing was measured: no counts to report
         server = engine_metrics.server_deltas(before, after, f.duration_seconds)
+        if server is not None and (headroom.running_max is not None or headroom.waiting_max is not None):
+            server.running_max, server.waiting_max = headroom.running_max, headroom.waiting_max
         gen = server.generation_tokens if server is not None else None
         if (
             gen is not None
@@ -266,6 +377,15 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             goodput_rps=good_rps,
             goodput_output_tokens_per_second=good_tps,
             server=server,
+            label=point_label,  # type: ignore[arg-type]
+            label_reason=label_reason,
+            client_cpu=headroom.client_cpu,
+            client_busy=headroom.client_busy,
+            client_schedule_delay_seconds=headroom.schedule_delay,
+            client_ceiling_fraction=headroom.ceiling_fraction,
+            sustained_concurrency=headroom.sustained,
+            server_concurrency_limit=headroom.server_limit,
+            server_concurrency_flag=headroom.server_flag,
             valid=not reasons,
             reason="; ".join(reasons) or None,
             artifacts=str(point_dir) if point_dir else None,
@@ -276,6 +396,16 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             "requests": number,
             "evalscopeRc": ran.returncode,
             "evalscopeSeconds": round(ran.seconds, 3),
+            "client": {
+                "cpu": headroom.client_cpu,
+                "busy": headroom.client_busy,
+                "scheduleDelayMean": headroom.schedule_delay,
+                "scheduleDelayP99": headroom.schedule_delay_p99,
+                "scheduleLoss": headroom.schedule_loss,
+                "ceilingFraction": headroom.ceiling_fraction,
+                "processCpuSeconds": monitor.samples[-1][1] if monitor.samples else None,
+            },
+            "gauges": gauges.samples if gauges is not None else None,
             "source": f.source,
             "sumPromptTokens": f.sum_prompt_tokens,
             "sumOutputTokens": f.sum_output_tokens,
@@ -310,7 +440,9 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_table(points: list[dict[str, Any]]) -> str:
     head = f"{'conc':>4} {'n':>4} {'ok':>6} {'rps':>7} {'avgLat':>8} {'p99Lat':>8} {'out t/s':>8} "
-    head += f"{'TTFT':>7} {'TPOT':>8} {'outTok':>6} {'srvGen':>7} valid"
+    head += (
+        f"{'TTFT':>7} {'TPOT':>8} {'outTok':>6} {'srvGen':>7} {'cliCPU':>6} {'sust':>6} {'label':>13} valid"
+    )
     lines = [head]
     for p in points:
 
@@ -324,6 +456,7 @@ def format_table(points: list[dict[str, Any]]) -> str:
             f"{g('avgLatencySeconds', '8.3f')} {g('p99LatencySeconds', '8.3f')} "
             f"{g('outputTokensPerSecond', '8.1f')} {g('avgTtftSeconds', '7.3f')} {g('avgTpotSeconds', '8.4f')} "
             f"{g('avgOutputTokens', '6.1f')} {g('generationTokens', '7.0f', server)} "
+            f"{g('clientCpu', '6.2f')} {g('sustainedConcurrency', '6.2f')} {p.get('label') or '-'!s:>13} "
             f"{'yes' if p['valid'] else 'NO: ' + str(p.get('reason'))}"
         )
     return "\n".join(lines)
@@ -346,5 +479,8 @@ def run(args: argparse.Namespace) -> int:
     result["durationSeconds"] = round(time.monotonic() - started, 3)
     sink.publish(result)
     print(format_table(result["points"]))
+    for p in result["points"]:
+        if p.get("labelReason"):
+            print(f"  c={p['concurrency']}: {p['labelReason']}")
     print(f"published {len(result['points'])} points to {sink.describe()}")
     return 0 if result["valid"] else 1

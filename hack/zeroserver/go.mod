@@ -1,0 +1,3 @@
+module servelab.dev/hack/zeroserver
+
+go 1.26.0
