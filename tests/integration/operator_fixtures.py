@@ -28,7 +28,8 @@ def free_port() -> int:
 METRICS_PORT = free_port()
 os.environ.setdefault("SERVELAB_EXTRA_POD_LABELS", '{"servelab.dev/executor": "local"}')
 os.environ.setdefault("SERVELAB_METRICS_PORT", str(METRICS_PORT))
-os.environ.setdefault("SERVELAB_INTERVAL", "1")
+os.environ.setdefault("SERVELAB_INTERVAL", "0.1")
+os.environ.setdefault("SERVELAB_RESYNC", "3")
 
 
 @dataclass

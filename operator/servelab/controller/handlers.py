@@ -1,17 +1,28 @@
 """kopf handlers: thin wrappers that observe, call the pure decision functions, and apply.
 
-One timer per unfinished resource is the reconcile loop (level-triggered: every tick decides from
-what exists, with the decision core `servelab.core` that `servelab run` also runs). Finished resources
-are not polled; a spec change (new generation) restarts the loop. A benchmark waiting for a QuantJob
-checks the QuantJob's phase in an in-memory index (kept by the QuantJob watch) on each tick, so it
-wakes within one interval of the QuantJob finishing without any API call while it waits, and nothing
-writes into another resource's status. Status is written only when it changed, guarded by the
-resourceVersion the decision was made from.
+Watch-driven. Each unfinished resource has one kopf daemon: it decides (with the decision core
+`servelab.core` that `servelab run` also runs) when something it depends on changed, and otherwise sleeps.
+What wakes it: a change of one of its children, seen by the child watches (`kube.ChildCache`, keyed by
+the owner-uid label: no LIST per reconcile, no reads of results that did not change); a change of the
+QuantJob a benchmark waits for, or of a QuantJob's scoring ServeBenchmarks (kopf indexes kept by the
+watches of servelab's own resources); a change of its own spec; and a slow resync (`SETTINGS.resync`)
+for what only time changes (timeouts), which decides from memory and writes nothing unless the status
+changed. Finished resources have no daemon; a spec change (new generation) starts one again.
+
+Decisions never act on stale status: the status a write stored (the patch's answer) is what the next
+decision starts from, until the watch has delivered it; every write is guarded by the resourceVersion
+it was decided from (a conflict decides again from the newer object); Events are posted only with the
+status write or the creation they describe, so a decision repeated from an old view posts nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import logging
+import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -24,10 +35,33 @@ from servelab.api import QuantJobSpec, QuantJobStatus, ServeBenchmarkSpec, Serve
 from servelab.controller import metrics
 from servelab.controller.kube import ChildRefused, Kube, cluster_site, load_config
 from servelab.controller.settings import Settings
-from servelab.core import Decision, Owner, decide
+from servelab.core import Decision, DeleteServer, Owner, decide
 
 SETTINGS = Settings.from_env()
 _state: dict[str, Any] = {}
+log = logging.getLogger("servelab.operator")
+
+
+@dataclass
+class OwnerLoop:
+    """What the daemon of one resource keeps between its reconciles."""
+
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    stored: dict[str, Any] | None = None  # the object as our last status write stored it
+    superseded: set[str] = field(default_factory=set)  # resourceVersions older than `stored`
+    wrote: list[str] = field(default_factory=list)  # resourceVersions of our last writes
+    spec: tuple[int, Any] | None = None  # (generation, validated spec)
+    waits_for: tuple[str, str] | None = None  # (namespace, QuantJob) it reads
+
+
+_owners: dict[str, OwnerLoop] = {}  # by uid, while its daemon runs
+_waiters: dict[tuple[str, str], set[str]] = {}  # (namespace, QuantJob name) -> uids of benchmarks reading it
+
+
+def _notify(uid: str | None) -> None:
+    loop = _owners.get(uid or "")
+    if loop is not None:
+        loop.wake.set()
 
 
 def needs_work(body: kopf.Body, **_: Any) -> bool:
@@ -37,24 +71,29 @@ def needs_work(body: kopf.Body, **_: Any) -> bool:
     return status.get("phase") not in ("Succeeded", "Failed")
 
 
+# ---- indexes of servelab's own resources (kept by kopf's watches of them) ------------------------------
+def _snapshot(body: kopf.Body) -> dict[str, Any]:
+    meta = body.get("metadata", {})
+    return {
+        "metadata": {k: copy.deepcopy(meta.get(k)) for k in ("name", "namespace", "uid", "labels", "ownerReferences")},
+        "spec": copy.deepcopy(dict(body.get("spec") or {})),
+        "status": copy.deepcopy(dict(body.get("status") or {})),
+    }  # fmt: skip
+
+
 @kopf.index(GROUP, VERSION, "quantjobs")
-def quantjob_phases(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    """(namespace, name) -> the QuantJob's phase, as the watch last saw it."""
-    return {(namespace, name): (body.get("status") or {}).get("phase")}
+def quantjob_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """(namespace, name) -> the QuantJob's spec and status as the watch last saw them."""
+    return {(namespace, name): _snapshot(body)}
 
 
-def _still_waiting(body: kopf.Body, phases: kopf.Index[Any, Any]) -> bool:
-    """A Waiting benchmark whose QuantJob is, by the index, still neither finished nor gone."""
-    status = body.get("status") or {}
-    if status.get("phase") != "Waiting":
-        return False
-    if status.get("observedGeneration") != body.get("metadata", {}).get("generation"):
-        return False
-    ref = (body.get("spec", {}).get("quantJobRef") or {}).get("name")
-    seen = list(phases.get((body["metadata"]["namespace"], ref), []))
-    return bool(seen) and all(phase not in ("Succeeded", "Failed") for phase in seen)
+@kopf.index(GROUP, VERSION, "servebenchmarks", labels={f"{SETTINGS.prefix}/owner-uid": kopf.PRESENT})
+def scoring_runs(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """owner uid -> the ServeBenchmarks a QuantJob made to score its outputs."""
+    return {body["metadata"]["labels"][f"{SETTINGS.prefix}/owner-uid"]: _snapshot(body)}
 
 
+# ---- operator lifecycle -----------------------------------------------------------------------------------
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
     settings.persistence.finalizer = SETTINGS.finalizer
@@ -66,8 +105,24 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     settings.watching.client_timeout = SETTINGS.client_timeout
     settings.networking.request_timeout = SETTINGS.request_timeout
     settings.queueing.worker_limit = SETTINGS.worker_limit
-    settings.posting.level = 20  # INFO and above become Kubernetes events
-    _state["kube"] = Kube(load_config(), SETTINGS)
+    # kopf's own log lines stay in the log; Events are what servelab posts (kopf.event), and warnings
+    settings.posting.level = logging.WARNING
+    _owners.clear()
+    _waiters.clear()
+    loop = asyncio.get_running_loop()
+
+    def changed(uid: str) -> None:  # from the watch threads
+        loop.call_soon_threadsafe(_notify, uid)
+
+    kube = Kube(load_config(), SETTINGS, on_change=changed, watch_api=load_config(pool=4))
+    _state["kube"] = kube
+    # `servelab operator` says what it watches; `kopf run -n ...` watches a namespace once it holds work
+    scope = os.environ.get("SERVELAB_WATCH_NAMESPACES")
+    if scope == "*":
+        kube.cache.watch(None)
+    elif scope:
+        for ns in scope.split(","):
+            kube.cache.watch(ns)
     if SETTINGS.metrics_port and "metrics" not in _state:
         from prometheus_client import start_http_server
 
@@ -90,7 +145,16 @@ async def cleanup(**_: Any) -> None:
         server[0].shutdown()
     kube = _state.pop("kube", None)
     if kube:
-        kube.api.close()
+        await asyncio.to_thread(kube.close)
+
+
+# ---- reconciling ------------------------------------------------------------------------------------------
+class Conflict(Exception):
+    """The object changed since the decision was made from it (HTTP 409): decide again."""
+
+    def __init__(self, resource_version: str | None) -> None:
+        super().__init__(resource_version)
+        self.resource_version = resource_version
 
 
 def _owner(kind: str, body: kopf.Body) -> Owner:
@@ -101,11 +165,33 @@ def _owner(kind: str, body: kopf.Body) -> Owner:
 def _status_patch(status: ServeBenchmarkStatus | QuantJobStatus) -> dict[str, Any]:
     """The whole status as a merge patch: fields that became empty are deleted explicitly."""
     wire = status.to_wire()
-    for field in type(status).model_fields.values():
-        key = field.alias or ""
+    for f in type(status).model_fields.values():
+        key = f.alias or ""
         if key and key not in wire:
             wire[key] = None
     return wire
+
+
+def _material(status: dict[str, Any]) -> dict[str, Any]:
+    """The status without what only the clock changes (the server time held so far of a running server):
+    a resync that finds nothing else changed writes nothing. Written with every other change, and final
+    when the server is released."""
+    timing = status.get("timing")
+    if not isinstance(timing, dict) or timing.get("serverReleasedAt"):
+        return status
+    return {
+        **status,
+        "timing": {k: v for k, v in timing.items() if k not in ("serverHeldSeconds", "dutyCycle")},
+    }
+
+
+def _current(body: kopf.Body, me: OwnerLoop) -> tuple[dict[str, Any], str | None]:
+    """The status and resourceVersion to decide from: our last write's, while the watch lags behind it."""
+    rv = body["metadata"].get("resourceVersion")
+    if me.stored is not None and rv in me.superseded:
+        return dict(me.stored.get("status") or {}), me.stored["metadata"].get("resourceVersion")
+    me.stored, me.superseded = None, set()
+    return dict(body.get("status") or {}), rv
 
 
 def _emit(body: kopf.Body, events: list[tuple[str, str, str]]) -> None:
@@ -113,83 +199,199 @@ def _emit(body: kopf.Body, events: list[tuple[str, str, str]]) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1000])
 
 
-async def _invalid(kind: str, body: kopf.Body, patch: kopf.Patch, err: ValidationError) -> None:
-    status_cls = ServeBenchmarkStatus if kind == "ServeBenchmark" else QuantJobStatus
-    status = status_cls()
-    msg = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-    st.fail(status, "InvalidSpec", msg, int(body["metadata"].get("generation") or 1))
-    patch.status.update(_status_patch(status))
-    kopf.event(body, type="Warning", reason="InvalidSpec", message=msg[:1000])
+def _spec(kind: str, body: kopf.Body, me: OwnerLoop) -> ServeBenchmarkSpec | QuantJobSpec:
+    generation = int(body["metadata"].get("generation") or 1)
+    if me.spec is None or me.spec[0] != generation:
+        cls = ServeBenchmarkSpec if kind == "ServeBenchmark" else QuantJobSpec
+        me.spec = (generation, cls.model_validate(dict(body["spec"])))
+    spec: ServeBenchmarkSpec | QuantJobSpec = me.spec[1]
+    return spec
 
 
-async def _reconcile(kind: str, body: kopf.Body, patch: kopf.Patch) -> None:
-    """Observe, decide (pure, shared with `servelab run`), apply, write status: the same for both kinds."""
-    t0 = time.monotonic()
-    try:
-        spec: ServeBenchmarkSpec | QuantJobSpec = (
-            ServeBenchmarkSpec if kind == "ServeBenchmark" else QuantJobSpec
-        ).model_validate(body["spec"])
-    except ValidationError as err:
-        await _invalid(kind, body, patch, err)
-        return
-    owner = _owner(kind, body)
+def _teardown_on_failure(spec: ServeBenchmarkSpec | QuantJobSpec, decision: Decision) -> None:
+    """What the core does when it fails a run itself: the server goes unless the policy keeps it."""
+    if isinstance(spec, ServeBenchmarkSpec) and spec.server_policy == "Delete" and not spec.endpoint:
+        decision.status.server = None  # type: ignore[union-attr]
+        decision.actions = [DeleteServer()]
+    else:
+        decision.actions = []
+
+
+async def _write(owner: Owner, me: OwnerLoop, status: dict[str, Any], rv: str | None) -> None:
     kube: Kube = _state["kube"]
-    stored = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
-    ref = spec.quant_job_ref.name if isinstance(spec, ServeBenchmarkSpec) and spec.quant_job_ref else None
     try:
-        baseline = spec.baseline if isinstance(spec, ServeBenchmarkSpec) else None
-        observed = await kube.observe(owner, stored, ref, baseline)
-        decision: Decision = decide(owner, spec, observed, cluster_site(SETTINGS))
-        try:
-            await kube.apply(owner, spec, decision)
-        except ChildRefused as err:  # permanent for this spec: say so instead of retrying every tick
-            st.fail(decision.status, "ChildRefused", str(err), owner.generation)
-            decision.event("ChildRefused", str(err), "Warning")
-        wire = decision.status.to_wire()
-        if wire != stored:
-            try:
-                await kube.write_status(
-                    owner, _status_patch(decision.status), body["metadata"].get("resourceVersion")
-                )
-            except ApiException as err:
-                if err.status == 409:  # another writer changed it since we observed: decide again
-                    raise kopf.TemporaryError("status changed meanwhile; reconciling again", delay=1) from err
-                raise
-    except Exception:
-        metrics.reconciles.labels(kind, "error").inc()
+        stored = await kube.write_status(owner, status, rv)
+    except ApiException as err:
+        if err.status == 409:  # another writer changed it since we observed: decide again
+            raise Conflict(rv) from err
         raise
+    if rv:
+        me.superseded.add(rv)
+    me.stored = stored
+    me.wrote = [*me.wrote[-3:], stored["metadata"].get("resourceVersion", "")]
+
+
+async def _reconcile(kind: str, body: kopf.Body, me: OwnerLoop, indexes: dict[str, Any]) -> float | None:
+    """Observe (memory), decide (pure, shared with `servelab run`), apply, write status; returns when the
+    decision wants to look again without a change (None: at the next resync)."""
+    kube: Kube = _state["kube"]
+    owner = _owner(kind, body)
+    status, rv = _current(body, me)
+    stored = {k: v for k, v in status.items() if k != "kopf"}
+    try:
+        spec = _spec(kind, body, me)
+    except ValidationError as err:
+        failed = (ServeBenchmarkStatus if kind == "ServeBenchmark" else QuantJobStatus)()
+        msg = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        st.fail(failed, "InvalidSpec", msg, owner.generation)
+        await _write(owner, me, _status_patch(failed), rv)
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=msg[:1000])
+        return None
+    quantjob = None
+    if isinstance(spec, ServeBenchmarkSpec) and spec.quant_job_ref:
+        key = (owner.namespace, spec.quant_job_ref.name)
+        if me.waits_for != key:
+            _unwait(owner.uid, me)
+            me.waits_for = key
+            _waiters.setdefault(key, set()).add(owner.uid)
+        found = list(indexes["quantjob_bodies"].get(key, []))
+        quantjob = found[0] if found else None
+    benchmarks = list(indexes["scoring_runs"].get(owner.uid, [])) if kind == "QuantJob" else None
+    baseline = spec.baseline if isinstance(spec, ServeBenchmarkSpec) else None
+    observed, invalid = await kube.observe(owner, stored, quantjob, baseline, benchmarks)
+    decision: Decision = decide(owner, spec, observed, cluster_site(SETTINGS))
+    if invalid and decision.status.phase not in ("Succeeded", "Failed"):
+        # a result ConfigMap too large or not a JSON object: nothing of it reaches status
+        message = "; ".join(invalid)
+        st.fail(decision.status, "InvalidResult", message, owner.generation)
+        decision.events = [("Warning", "InvalidResult", message)]
+        _teardown_on_failure(spec, decision)
+    created = 0
+    try:
+        created = await kube.apply(owner, spec, decision)
+    except ChildRefused as err:  # permanent for this spec: say so instead of retrying
+        st.fail(decision.status, "ChildRefused", str(err), owner.generation)
+        decision.event("ChildRefused", str(err), "Warning")
+        _teardown_on_failure(spec, decision)
+        decision.stale, decision.events = [], [e for e in decision.events if e[1] == "ChildRefused"]
+        await kube.apply(owner, spec, decision)
+    wire = decision.status.to_wire()
+    written = False
+    if _material(wire) != _material(stored):
+        await _write(owner, me, _status_patch(decision.status), rv)
+        written = True
+    if written or created:  # posted once: with the status or the children that go with them
+        _emit(body, decision.events)
+    return decision.wake_after
+
+
+def _unwait(uid: str, me: OwnerLoop) -> None:
+    if me.waits_for is not None:
+        waiting = _waiters.get(me.waits_for)
+        if waiting is not None:
+            waiting.discard(uid)
+            if not waiting:
+                del _waiters[me.waits_for]
+        me.waits_for = None
+
+
+async def _changed_since(body: kopf.Body, rv: str | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while body["metadata"].get("resourceVersion") == rv and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def _loop(kind: str, body: kopf.Body, stopped: kopf.DaemonStopped, logger: kopf.Logger,
+                indexes: dict[str, Any]) -> None:  # fmt: skip
+    uid, ns = body["metadata"]["uid"], body["metadata"]["namespace"]
+    me = _owners[uid] = OwnerLoop()
+    kube: Kube = _state["kube"]
+
+    async def until_stopped() -> None:
+        await stopped.wait()
+
+    stop = asyncio.ensure_future(until_stopped())
+    failures = 0
+    try:
+        await kube.cache.wait_synced(ns)  # decide only from a complete view of the children
+        while not stopped:
+            me.wake.clear()
+            began = time.monotonic()
+            timeout: float = SETTINGS.resync
+            outcome = "ok"
+            try:
+                wake_after = await _reconcile(kind, body, me, indexes)
+                failures = 0
+                if wake_after is not None:
+                    timeout = min(timeout, wake_after)
+            except Conflict as conflict:
+                outcome = "conflict"
+                await _changed_since(body, conflict.resource_version, 2.0)
+                me.wake.set()
+            except Exception as err:  # the apiserver away, a timeout: again with backoff, never a crash loop
+                outcome = "error"
+                failures += 1
+                timeout = min(SETTINGS.resync, 0.5 * 2**failures)
+                logger.warning(f"reconcile failed ({failures}x), again in {timeout:.1f}s: {err}")
+            finally:
+                metrics.reconciles.labels(kind, outcome).inc()
+                metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - began)
+            if not me.wake.is_set():
+                wake = asyncio.ensure_future(me.wake.wait())
+                await asyncio.wait({wake, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                wake.cancel()
+            rest = SETTINGS.interval - (time.monotonic() - began)
+            if rest > 0 and not stopped:  # a burst of child events is decided once
+                await asyncio.sleep(rest)
     finally:
-        metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - t0)
-    metrics.reconciles.labels(kind, "ok").inc()
-    _emit(body, decision.events)  # only once the status that goes with them is stored
+        stop.cancel()
+        _unwait(uid, me)
+        if _owners.get(uid) is me:
+            del _owners[uid]
 
 
-@kopf.timer(GROUP, VERSION, "servebenchmarks", interval=SETTINGS.interval, when=needs_work)
-async def reconcile_servebenchmark(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-    quantjob_phases: kopf.Index[Any, Any] = kwargs["quantjob_phases"]
-    if _still_waiting(body, quantjob_phases):
-        return  # nothing to decide until the QuantJob finishes: no API call while waiting
-    await _reconcile("ServeBenchmark", body, patch)
+@kopf.daemon(
+    GROUP, VERSION, "servebenchmarks", when=needs_work, cancellation_backoff=2.0, cancellation_timeout=10.0
+)
+async def reconcile_servebenchmark(body: kopf.Body, stopped: kopf.DaemonStopped, logger: kopf.Logger,
+                                   **kwargs: Any) -> None:  # fmt: skip
+    await _loop("ServeBenchmark", body, stopped, logger, kwargs)
 
 
-@kopf.timer(GROUP, VERSION, "quantjobs", interval=SETTINGS.interval, when=needs_work)
-async def reconcile_quantjob(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    await _reconcile("QuantJob", body, patch)
+@kopf.daemon(
+    GROUP, VERSION, "quantjobs", when=needs_work, cancellation_backoff=2.0, cancellation_timeout=10.0
+)
+async def reconcile_quantjob(body: kopf.Body, stopped: kopf.DaemonStopped, logger: kopf.Logger,
+                             **kwargs: Any) -> None:  # fmt: skip
+    await _loop("QuantJob", body, stopped, logger, kwargs)
+
+
+# ---- what else a change of servelab's resources wakes, and the metrics ------------------------------------
+def _written_by_us(uid: str, body: kopf.Body) -> bool:
+    me = _owners.get(uid)
+    return me is not None and body["metadata"].get("resourceVersion") in me.wrote
 
 
 @kopf.on.event(GROUP, VERSION, "servebenchmarks")
-def servebenchmark_metrics(type: str, body: kopf.Body, **_: Any) -> None:
+async def servebenchmark_changed(type: str, body: kopf.Body, **_: Any) -> None:
     meta = body.get("metadata", {})
     if type == "DELETED":
         metrics.forget("ServeBenchmark", meta.get("namespace", ""), meta.get("name", ""))
     else:
         metrics.observe("ServeBenchmark", dict(body))
+    if not _written_by_us(meta.get("uid", ""), body):
+        _notify(meta.get("uid"))  # its own spec (or anything but our write) changed
+    _notify((meta.get("labels") or {}).get(f"{SETTINGS.prefix}/owner-uid"))  # a QuantJob's scoring run
 
 
 @kopf.on.event(GROUP, VERSION, "quantjobs")
-def quantjob_metrics(type: str, body: kopf.Body, **_: Any) -> None:
+async def quantjob_changed(type: str, body: kopf.Body, **_: Any) -> None:
     meta = body.get("metadata", {})
     if type == "DELETED":
         metrics.forget("QuantJob", meta.get("namespace", ""), meta.get("name", ""))
     else:
         metrics.observe("QuantJob", dict(body))
+    if not _written_by_us(meta.get("uid", ""), body):
+        _notify(meta.get("uid"))
+    for uid in list(_waiters.get((meta.get("namespace", ""), meta.get("name", "")), ())):
+        _notify(uid)  # the benchmarks that read it

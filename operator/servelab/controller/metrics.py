@@ -150,9 +150,12 @@ reconcile_seconds = Histogram(
 )
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
-# kopf runs sync handlers in a thread pool: every change to the series and the phase table holds this
+# Handlers may run on several threads (kopf runs sync handlers in a thread pool, scrapes come from the
+# HTTP server's thread): every change to the series and the phase table holds this lock, and the phase
+# counts change by one resource at a time (no clear-and-recount a scrape could see half done).
 _lock = threading.RLock()
 _phases: dict[Key, str] = {}
+_counts: dict[tuple[str, str], int] = {}  # (kind, phase) -> resources
 _series: dict[Key, list[tuple[Gauge, tuple[str, ...]]]] = {}  # what each resource has set, to remove it
 
 
@@ -166,22 +169,31 @@ def forget(kind: str, namespace: str, name: str) -> None:
         _forget(kind, namespace, name)
 
 
+def _count(kind: str, phase: str, delta: int) -> None:
+    n = _counts.get((kind, phase), 0) + delta
+    if n > 0:
+        _counts[(kind, phase)] = n
+        phase_gauge.labels(kind, phase).set(n)
+    else:
+        _counts.pop((kind, phase), None)
+        with contextlib.suppress(KeyError):
+            phase_gauge.remove(kind, phase)
+
+
 def _forget(kind: str, namespace: str, name: str) -> None:
     key = (kind, namespace, name)
     for gauge, labels in _series.pop(key, []):
         with contextlib.suppress(KeyError):  # already gone: the same series set twice
             gauge.remove(*labels)
-    if _phases.pop(key, None) is not None:
-        _recount()
+    phase = _phases.pop(key, None)
+    if phase is not None:
+        _count(kind, phase, -1)
 
 
-def _recount() -> None:
-    phase_gauge.clear()
-    counts: dict[tuple[str, str], int] = {}
-    for (kind, _, _), phase in _phases.items():
-        counts[(kind, phase)] = counts.get((kind, phase), 0) + 1
-    for (kind, phase), n in counts.items():
-        phase_gauge.labels(kind, phase).set(n)
+def resources() -> dict[tuple[str, str], int]:
+    """Resources by (kind, phase), as the phase gauge says."""
+    with _lock:
+        return dict(_counts)
 
 
 def observe(kind: str, body: dict[str, Any]) -> None:
@@ -197,7 +209,7 @@ def _observe(kind: str, body: dict[str, Any]) -> None:
     _forget(kind, ns, name)
     raw = body.get("status") or {}
     _phases[key] = raw.get("phase") or "Pending"
-    _recount()
+    _count(kind, _phases[key], +1)
     if raw.get("phase") == "Failed":
         why = next((c.get("reason") for c in raw.get("conditions") or [] if c.get("type") == "Failed"), None)
         _set(key, run_failed, [kind, ns, name, why or "Unknown"], 1.0)

@@ -19,8 +19,12 @@ class Settings:
     prefix: str = GROUP
     # namespaces watched ([] = all); --namespace on the command line adds to these
     namespaces: list[str] = field(default_factory=list)
-    # reconcile period of a running resource (seconds); finished resources are not polled
-    interval: float = 2.0
+    # Reconciling is watch-driven: a change of a child (Job, Deployment, server pod, result ConfigMap) or of
+    # a referenced QuantJob reconciles its owner at once. `resync` is the period (seconds) at which a running
+    # resource is decided again without any change, from memory (time-based decisions: timeouts); `interval`
+    # is the least time between two reconciles of one resource (a burst of child events is decided once).
+    resync: float = 30.0
+    interval: float = 0.2
     # kopf watch timeouts (see kopf's notes on silent watch freezes)
     server_timeout: int = 120
     client_timeout: int = 150
@@ -52,7 +56,8 @@ class Settings:
         images = {k: v for k, v in json.loads(_env("SERVELAB_WORKER_IMAGES", "{}")).items()}
         labels = {k: v for k, v in json.loads(_env("SERVELAB_EXTRA_POD_LABELS", "{}")).items()}
         return cls(
-            namespaces=ns, interval=float(_env("SERVELAB_INTERVAL", "2")),
+            namespaces=ns, resync=float(_env("SERVELAB_RESYNC", "30")),
+            interval=min(float(_env("SERVELAB_INTERVAL", "0.2")), 1.0),
             server_timeout=int(_env("SERVELAB_WATCH_SERVER_TIMEOUT", "120")),
             client_timeout=int(_env("SERVELAB_WATCH_CLIENT_TIMEOUT", "150")),
             worker_limit=int(_env("SERVELAB_WORKER_LIMIT", "16")), worker_images=images,
