@@ -545,11 +545,10 @@ def test_analysis_templates_are_valid_against_the_argo_rollouts_crds(
     files = [str(Path(crds) / f) for f in ("analysis-template-crd.yaml", "cluster-analysis-template-crd.yaml",
                                              "analysis-run-crd.yaml")]  # fmt: skip
     args = [a for f in files for a in ("-f", f)]
-    subprocess.run(
-        [*kubectl, "apply", "--server-side", "--force-conflicts", *args], check=True, capture_output=True
-    )
-    subprocess.run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/analysistemplates.argoproj.io", "crd/analysisruns.argoproj.io"], check=True, capture_output=True)  # fmt: skip
+    for cmd in (["apply", "--server-side", "--force-conflicts", *args],
+                ["wait", "--for=condition=Established", "--timeout=60s", "-f", files[0], "-f", files[2]]):  # fmt: skip
+        proc = subprocess.run([*kubectl, *cmd], capture_output=True, text=True)
+        assert proc.returncode == 0, f"kubectl {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
     templates = sorted(str(p) for p in GITOPS.glob("analysistemplate-*.yaml"))
     assert len(templates) == 2
     targs = [a for f in templates for a in ("-f", f)]
