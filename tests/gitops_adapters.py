@@ -212,13 +212,15 @@ def normalize(obj: dict[str, Any], namespace: str, as_namespace: str = "llm-benc
 
 
 def gate_view(obj: dict[str, Any]) -> dict[str, Any]:
-    """What the gates read of an object: generations, deletion, phase, conditions, verdict outcome."""
+    """What the gates read of an object: generations, deletion, phase, conditions, verdict outcome (what must
+    not drift between the committed testdata and a live run)."""
     meta, status = obj.get("metadata") or {}, obj.get("status") or {}
     verdict = status.get("verdict") or {}
     return {
         "generation": meta.get("generation"),
         "deleting": "deletionTimestamp" in meta,
-        "finalizers": sorted(meta.get("finalizers") or []),
+        # finalizers matter once deleting (they say what blocks it); before, servelab's own comes and goes
+        "finalizers": sorted(meta.get("finalizers") or []) if "deletionTimestamp" in meta else None,
         "phase": status.get("phase"),
         "observedGeneration": status.get("observedGeneration"),
         "conditions": sorted(
