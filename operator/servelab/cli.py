@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("servelab.controller.cli", "run the operator against the current kubeconfig's cluster"),
     "gate": ("servelab.gate", "wait for a resource's verdict: exit 0 passed, 1 gate failed, 2 run failed"),
     "baseline": ("servelab.baseline", "save a finished ServeBenchmark's result as a baseline (a ConfigMap)"),
+    "report": ("servelab.reporting.cli", "compare runs: tables, Markdown, one HTML page, llm-d report JSON"),
 }
 
 #: Commands the dev distribution contributes (entry points of group ENTRY_POINT_GROUP): name -> help.
