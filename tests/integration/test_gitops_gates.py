@@ -536,7 +536,7 @@ def test_committed_testdata_through_kstatus_and_flux() -> None:
 
 
 def test_analysis_templates_are_valid_against_the_argo_rollouts_crds(
-    kubectl: list[str], namespace: str
+    kube: client.ApiClient, kubectl: list[str], namespace: str
 ) -> None:
     """Argo Rollouts' own CRDs (from the Go module proxy, never committed) installed into the cluster; the
     AnalysisTemplates of examples/gitops/ pass a strict server-side dry-run and are created for real."""
@@ -544,11 +544,18 @@ def test_analysis_templates_are_valid_against_the_argo_rollouts_crds(
                           text=True).stdout.strip()  # fmt: skip
     files = [str(Path(crds) / f) for f in ("analysis-template-crd.yaml", "cluster-analysis-template-crd.yaml",
                                              "analysis-run-crd.yaml")]  # fmt: skip
-    args = [a for f in files for a in ("-f", f)]
-    for cmd in (["apply", "--server-side", "--force-conflicts", *args],
-                ["wait", "--for=condition=Established", "--timeout=60s", "-f", files[0], "-f", files[2]]):  # fmt: skip
-        proc = subprocess.run([*kubectl, *cmd], capture_output=True, text=True)
-        assert proc.returncode == 0, f"kubectl {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
+    cmd = [*kubectl, "apply", "--server-side", "--force-conflicts", *[a for f in files for a in ("-f", f)]]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    ext = client.ApiextensionsV1Api(kube)
+
+    def established() -> bool:
+        return all(
+            any(c.type == "Established" and c.status == "True" for c in ext.read_custom_resource_definition(n).status.conditions or [])
+            for n in ("analysistemplates.argoproj.io", "clusteranalysistemplates.argoproj.io", "analysisruns.argoproj.io")
+        )  # fmt: skip
+
+    wait_for(established, 60, "the Argo Rollouts CRDs established")
     templates = sorted(str(p) for p in GITOPS.glob("analysistemplate-*.yaml"))
     assert len(templates) == 2
     targs = [a for f in templates for a in ("-f", f)]
