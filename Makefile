@@ -22,11 +22,13 @@ binaries: ## build the pinned control-plane binaries into ~/.cache/servelab (no-
 prepare: setup ## everything the suite needs: binaries, llama.cpp, worker environments, tiny model (overlapped)
 	hack/prepare.sh
 
-generate: setup ## regenerate crds/, charts/servelab/crds/ and docs/api.md from the models
+generate: setup ## regenerate crds/, charts/servelab/crds/, docs/api.md and the chart's Grafana dashboards from code
 	$(BIN)/servelab crds
+	$(BIN)/python -m servelab.dashboards
 
 check-generated: setup
 	$(BIN)/servelab crds --check
+	$(BIN)/python -m servelab.dashboards --check
 
 lint: setup
 	$(BIN)/ruff check operator devtools tests bench
