@@ -1,4 +1,4 @@
-"""The GitOps gate adapters, run the way their tools run them (shared by tests/unit/test_gitops_gates.py and
+"""The GitOps gate adapters, run the way their tools run them (shared by tests/unit/test_gitops_adapters.py and
 tests/integration/test_gitops_gates.py):
 
 - Argo CD health checks (charts/servelab/argocd/<group>/<Kind>/health.lua) under Lua 5.1 (lupa.lua51), with
