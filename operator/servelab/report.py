@@ -8,7 +8,7 @@ from servelab.api.quantjob import QuantJobStatus
 from servelab.api.servebenchmark import ServeBenchmarkStatus
 
 HEADER = ["Conc.", "Reqs", "RPS", "Avg Lat.(s)", "P99 Lat.(s)", "Gen. toks/s", "Avg TTFT(s)", "P99 TTFT(s)",
-          "Avg TPOT(s)", "P99 TPOT(s)", "Success Rate"]  # fmt: skip
+          "Avg TPOT(s)", "P99 TPOT(s)", "Success Rate", "Client CPU", "Sust. conc.", "Label"]  # fmt: skip
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -24,15 +24,19 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def load_table(status: ServeBenchmarkStatus) -> str:
-    rows = []
+    """The seeds' table, with what limited each point (its label; the figures behind it below)."""
+    rows, notes = [], []
     for r in status.results:
         rate = f"{r.success_rate * 100:.1f}%" + ("" if r.valid else " INVALID")
         rows.append([
             str(r.concurrency), str(r.requests), _f(r.rps, 2), _f(r.avg_latency_seconds), _f(r.p99_latency_seconds),
             _f(r.output_tokens_per_second, 2), _f(r.avg_ttft_seconds), _f(r.p99_ttft_seconds),
-            _f(r.avg_tpot_seconds, 4), _f(r.p99_tpot_seconds, 4), rate,
+            _f(r.avg_tpot_seconds, 4), _f(r.p99_tpot_seconds, 4), rate, _f(r.client_cpu, 2),
+            _f(r.sustained_concurrency, 2), r.label or "-",
         ])  # fmt: skip
-    return _table(HEADER, rows)
+        if r.label_reason:
+            notes.append(f"  c={r.concurrency} {r.label}: {r.label_reason}")
+    return "\n".join([_table(HEADER, rows), *notes])
 
 
 def server_table(status: ServeBenchmarkStatus) -> str:

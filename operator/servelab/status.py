@@ -123,7 +123,10 @@ def fail(status: S, reason: str, message: str, generation: int | None = None) ->
 
 def fold_points(status: ServeBenchmarkStatus, points: list[LoadPointResult], total_points: int) -> None:
     """Append load points to the table, in plan order (a sweep may repeat a parallel/number pair)."""
+    from servelab.loadgen.headroom import label_sweep
+
     status.results.extend(points)
+    label_sweep(status.results)  # saturation is a verdict over the sweep's points so far
     status.summary = summarize(status, total_points)
 
 

