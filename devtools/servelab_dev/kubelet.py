@@ -115,6 +115,7 @@ class PodExecutor:
         for name in list(self.running):
             if name not in seen:
                 self._kill(self.running.pop(name))
+        self._refresh_hosts()
 
     def _start(self, pod: Any) -> None:
         c = pod.spec.containers[0]
@@ -223,10 +224,12 @@ class PodExecutor:
                 pod.spec.service_account_name, self.namespace, req
             )
             (sa / "token").write_text(tok.status.token)
-        lines = [
-            "127.0.0.1 localhost",
-            f"{self._ip_of_pod(pod.metadata.name) or '127.0.0.1'} {pod.metadata.name}",
-        ]
+        (root / "hosts").write_text(self._hosts(pod.metadata.name))
+
+    def _hosts(self, pod_name: str) -> str:
+        """/etc/hosts of a pod: itself, and every Service of the namespace with a running backend (what
+        cluster DNS would answer)."""
+        lines = ["127.0.0.1 localhost", f"{self._ip_of_pod(pod_name) or '127.0.0.1'} {pod_name}"]
         for svc in self.core.list_namespaced_service(self.namespace).items:
             sel = svc.spec.selector or {}
             ip = self._endpoint(sel)
@@ -235,7 +238,20 @@ class PodExecutor:
                 lines.append(
                     f"{ip} {n} {n}.{self.namespace} {n}.{self.namespace}.svc {n}.{self.namespace}.svc.cluster.local"
                 )
-        (root / "hosts").write_text("\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
+
+    def _refresh_hosts(self) -> None:
+        """Services whose backends started after a pod did become resolvable in it, as with cluster DNS (a
+        client may start before its server: the first load step waits for the server while it loads). The
+        file is rewritten in place: the pod's /etc/hosts is a bind mount of it."""
+        for name, run in self.running.items():
+            if run.done:
+                continue
+            hosts = self.workdir / name / "hosts"
+            text = self._hosts(name)
+            if hosts.exists() and hosts.read_text() != text:
+                with hosts.open("w") as fh:  # same inode
+                    fh.write(text)
 
     def _ip_of_pod(self, name: str) -> str | None:
         run = self.running.get(name)
