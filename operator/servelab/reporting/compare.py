@@ -186,8 +186,8 @@ def _fmt(fmt: str, v: float | None) -> str:
 
 def runs_table(g: Group, accuracy: dict[str, str | None]) -> Table:
     t = Table("Runs",
-              ["Run", "Engine", "Model", "Quantization", "GPUs", "Phase", "Points", "Best tok/s", "Single-stream tok/s",
-               "Min TTFT (s)", "Verdict", "Max c under SLO", "Goodput tok/s there", "Accuracy"],
+              ["Run", "Engine", "Model", "Quantization", "GPUs", "Points", "Best tok/s", "c=1 tok/s", "Min TTFT (s)",
+               "Verdict", "Max c under SLO", "Goodput tok/s there", "Accuracy"],
               note=g.baseline_note, wide=True)  # fmt: skip
     base_best = (
         g.baseline.bench.summary.max_output_tokens_per_second
@@ -200,9 +200,13 @@ def runs_table(g: Group, accuracy: dict[str, str | None]) -> Table:
         d, better = delta(best, base_best, True) if r is not g.baseline else (None, None)
         v = s.verdict
         verdict = "-" if v is None else ("passed" if v.passed else f"failed: {v.reason}")
+        if s.phase == "Failed":
+            verdict = "run failed"
+        elif s.phase != "Succeeded":
+            verdict = (s.phase or "new").lower()
         slo = v.slo if v else None
         t.add(r.name, s.engine or (r.spec.get("engine") or {}).get("name", "-"), short_model(s.model), s.quantization or "-",
-              str(gpus_of(r)), s.phase or "-", (s.summary.points if s.summary else None) or "-",
+              str(gpus_of(r)), (s.summary.points if s.summary else None) or "-",
               Cell(_fmt("{:.2f}", best), d, better), _fmt("{:.2f}", s.summary.single_stream_tokens_per_second if s.summary else None),
               _fmt("{:.3f}", s.summary.min_ttft_seconds if s.summary else None), Cell(verdict, muted=v is None),
               _fmt("{:g}", slo.max_concurrency if slo else None), _fmt("{:.2f}", slo.goodput_output_tokens_per_second if slo else None),
