@@ -5,6 +5,7 @@ network: the rendered text of the tables, every plot laid out with a size and dr
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -50,8 +51,11 @@ def browse(page: Path, work: Path, *args: str) -> subprocess.CompletedProcess[st
                            page.as_uri()], capture_output=True, text=True, timeout=180)  # fmt: skip
 
 
-def test_html_report_in_a_browser(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    runs = rf.write_runs_dir(tmp_path / "runs", rf.real_runs())
+def test_html_report_in_a_browser(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the page names the runs directory as given: servelab-runs/qwen3-quants
+    runs = rf.write_runs_dir(Path("servelab-runs", "qwen3-quants"), rf.real_runs())
     page = tmp_path / "report.html"
     assert (
         main(
@@ -76,12 +80,11 @@ def test_html_report_in_a_browser(tmp_path: Path, capsys: pytest.CaptureFixture[
     dom = browse(measured, tmp_path, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     start = dom.stdout.index('<pre id="measured">') + len('<pre id="measured">')
-    import html
-
     seen = json.loads(html.unescape(dom.stdout[start : dom.stdout.index("</pre>", start)]))
     text = seen["text"]
     # the tables, as rendered text
-    for expected in ("Qwen3-0.6B: bf16 vs GPTQ vs GGUF", "Workload group 1: evalscope chat random in=1024 out=256 ignoreEos",
+    for expected in ("Qwen3-0.6B: bf16 vs GPTQ vs GGUF", "7 resource(s) from servelab-runs/qwen3-quants",
+                     "Workload group 1: evalscope chat random in=1024 out=256 ignoreEos",
                      "Shown apart from group 1: it measured another workload (maxTokens: 256 vs 128",
                      "Output tokens/s", "131.00 +42.4%", "48.00 -47.8%", "server-capped", "failed: SLONotMet",
                      "AcceptanceNotMet", "QuantJob qwen-gguf: size and quality against F16", "15.6200 ± 0.1200 +6.9%",
