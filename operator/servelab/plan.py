@@ -123,9 +123,11 @@ def compile_benchmark(
                  "--min-prompt-tokens", str(load.min_prompt_length), "--prompt-tokens", str(load.max_prompt_length),
                  "--prefix-length", str(load.prefix_length), "--max-tokens", str(load.max_tokens),
                  "--request-timeout", str(load.point_timeout_seconds)]  # fmt: skip
-        if load.min_tokens is not None:
-            shape += ["--min-tokens", str(load.min_tokens)]
-        if not load.ignore_eos:
+        # an engine that refuses (or ignores) ignore_eos/min_tokens gets neither: outputs end at EOS
+        honors = engine.honors_ignore_eos
+        if load.min_tokens is not None or not honors:
+            shape += ["--min-tokens", str(load.min_tokens if honors else 0)]
+        if not load.ignore_eos or not honors:
             shape.append("--no-ignore-eos")
         if load.rate:
             shape += ["--rate", str(load.rate)]

@@ -34,8 +34,9 @@ def rendered(engine: str) -> list[tuple[str, list[str]]]:
         if spec.model:
             model = ServedModel(model_location(spec.model), spec.model.tokenizer)
         else:  # a QuantJob's output, as the operator resolves it
-            model = ServedModel("/models/models/out/model-IQ4_XS.gguf" if engine == "llamacpp" else "/models/models/out",
-                                "Qwen/Qwen3-4B-Instruct-2507" if engine == "llamacpp" else None)  # fmt: skip
+            gguf = engine in ("llamacpp", "ollama")
+            model = ServedModel("/models/models/out/model-IQ4_XS.gguf" if gguf else "/models/models/out",
+                                "Qwen/Qwen3-4B-Instruct-2507" if gguf else None)  # fmt: skip
         plan = compile_benchmark(
             spec, model, artifacts="/artifacts", server_url=lambda _: "http://server:8000"
         )
@@ -89,3 +90,16 @@ def test_llama_server_knows_every_rendered_flag() -> None:
         flags = [a for a in argv[1:] if re.fullmatch(r"--?[a-zA-Z][\w-]*", a)]
         unknown = [f for f in flags if f not in known]
         assert not unknown, f"{label}: llama-server does not know {unknown}"
+
+
+@pytest.mark.parametrize(
+    ("label", "argv"), rendered("transformers"), ids=[lbl for lbl, _ in rendered("transformers")]
+)
+def test_transformers_serve_accepts_rendered_command(label: str, argv: list[str]) -> None:
+    envs.ensure_env("transformers")
+    result = check("transformers", "servelab_dev.argcheck.transformers", argv)
+    assert result["ok"], f"{label}: {' '.join(argv)}\n{result['error']}"
+    parsed = result["parsed"]
+    assert parsed["force_model"] == argv[2] and parsed["host"] == argv[argv.index("--host") + 1]
+    if "--continuous-batching" in argv:
+        assert parsed["continuous_batching"] is True

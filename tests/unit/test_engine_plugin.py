@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 
 from servelab.engines import ENGINES
+from servelab.engines.registry import BUILTIN
 
 pytestmark = pytest.mark.unit
+
+BUILTIN_NAMES = [m.rsplit(".", 1)[-1] for m in BUILTIN]  # the built-in engines, in registry order
 
 MODULE = Path(__file__).with_name("echo_engine.py")
 
@@ -107,7 +110,7 @@ def test_this_process_is_not_polluted() -> None:
 
 
 def test_registered_after_the_builtin_engines(echo: dict[str, object]) -> None:
-    assert echo["engines"] == ["vllm", "sglang", "llamacpp", "echo"]
+    assert echo["engines"] == [*BUILTIN_NAMES, "echo"]
     assert echo["default_for_echo"] == "echo"
 
 
@@ -146,7 +149,7 @@ def test_its_local_command_serves(echo: dict[str, object]) -> None:
 
 
 def test_the_generated_crd_includes_it(echo: dict[str, object]) -> None:
-    assert echo["crd_names"] == ["vllm", "sglang", "llamacpp", "echo"]
+    assert echo["crd_names"] == [*BUILTIN_NAMES, "echo"]
     options = echo["crd_options"]
     assert isinstance(options, dict) and options["properties"]["greeting"]["maxLength"] == 64
     rules = echo["crd_rules"]

@@ -151,15 +151,27 @@ def test_llamacpp_seed_003_jinja() -> None:
     assert {k: v for k, v in opts.items() if k in seed_opts} == seed_opts
 
 
+NO_METRICS = {"transformers", "ollama"}
+
+
 @pytest.mark.parametrize("name", sorted(ENGINES))
 def test_every_engine_renders_host_port_and_metrics(name: str) -> None:
     spec = Engine.model_validate({"name": name, "servedModelName": "tiny"})
     launch = get(name).launch(spec, ServedModel("/models/tiny"), host="127.0.0.1", port=18080)
     _, opts = options(launch.command)
-    assert opts["--host"] == "127.0.0.1" and opts["--port"] == "18080"
-    assert launch.served_model_name == "tiny"
-    assert launch.health_path == "/health" and launch.metrics_path == "/metrics"
-    assert launch.needs_shm == (name != "llamacpp")
+    if name == "ollama":  # its script exports OLLAMA_HOST from its first argument
+        assert launch.command[4] == "127.0.0.1:18080"
+    else:
+        assert opts["--host"] == "127.0.0.1" and opts["--port"] == "18080"
+    # transformers serve answers only to the model it is pinned to (servedModelName refused for it);
+    # Ollama names a model name:tag
+    served = {"transformers": "/models/tiny", "ollama": "tiny:latest"}.get(name, "tiny")
+    assert launch.served_model_name == served
+    # Ollama is ready when the imported model answers
+    assert launch.health_path == ("/v1/models/tiny:latest" if name == "ollama" else "/health")
+    # engines without a Prometheus endpoint (transformers serve, Ollama) say so
+    assert launch.metrics_path == (None if name in NO_METRICS else "/metrics")
+    assert launch.needs_shm == (name not in ("llamacpp", "ollama"))
 
 
 @pytest.mark.parametrize("name", ["vllm", "sglang"])
@@ -212,7 +224,7 @@ def test_the_adapter_names_its_command_and_metrics(name: str) -> None:
     found = for_command(command)
     assert found is not None and found.name == name
     names = adapter.metric_names.all()
-    assert names and all(n.startswith(f"{name}:") for n in names)
+    assert (not names) if name in NO_METRICS else (names and all(n.startswith(f"{name}:") for n in names))
     for n in names:  # the worker's tables are the adapters' names
         assert n in {*engine_metrics.PROMPT, *engine_metrics.GENERATION, *engine_metrics.REQUESTS,
                      *engine_metrics.TTFT_SUM, *engine_metrics.TTFT_COUNT, *engine_metrics.RUNNING,

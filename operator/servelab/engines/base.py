@@ -94,6 +94,13 @@ class EngineAdapter(ABC):
     # clients must send `Connection: close` (llama-server closes streamed connections it advertised as
     # keep-alive: reusing them fails at concurrency)
     connection_close: bool = False
+    # the server takes vLLM's sampling extensions in a request (`ignore_eos`, `min_tokens`); False: it
+    # refuses fields outside OpenAI's schema (transformers serve: HTTP 422) or ignores them (Ollama), so
+    # clients send neither and outputs end at EOS or max_tokens (`plan.compile_benchmark` reads this)
+    honors_ignore_eos: bool = True
+    # `/v1/models` lists the model the server serves (transformers serve lists the Hub cache instead, not
+    # the model it is pinned to): the perf worker checks the served name there only when True
+    lists_served_model: bool = True
     # model formats served, the native one first: a QuantJob scores its outputs with the engine whose
     # native format they are (`servelab.engines.default_for_format`)
     model_formats: tuple[str, ...] = ("safetensors",)

@@ -18,7 +18,8 @@ from types import ModuleType
 
 from servelab.engines.base import EngineAdapter
 
-BUILTIN = ("servelab.engines.vllm", "servelab.engines.sglang", "servelab.engines.llamacpp")
+BUILTIN = ("servelab.engines.vllm", "servelab.engines.sglang", "servelab.engines.llamacpp",
+           "servelab.engines.transformers", "servelab.engines.ollama")
 ENV_VAR = "SERVELAB_ENGINE_MODULES"
 
 

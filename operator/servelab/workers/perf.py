@@ -296,8 +296,10 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     first = engine_metrics.scrape(metrics_url) if metrics_url else None
     engine = args.engine if args.engine != "auto" else detect_engine(root, first)
     served = served_models(root)
-    if served is None:
-        model_problem: str | None = f"server unreachable or no model list at {root}/v1/models"
+    if engine in ENGINES and not engines.get(engine).lists_served_model:
+        model_problem: str | None = None  # its /v1/models does not list the model it serves
+    elif served is None:
+        model_problem = f"server unreachable or no model list at {root}/v1/models"
     elif args.model not in served:
         model_problem = f"served model(s) {served} do not include {args.model!r}"
     else:
