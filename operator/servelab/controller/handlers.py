@@ -56,6 +56,7 @@ class OwnerLoop:
 
 _owners: dict[str, OwnerLoop] = {}  # by uid, while its daemon runs
 _waiters: dict[tuple[str, str], set[str]] = {}  # (namespace, QuantJob name) -> uids of benchmarks reading it
+_background: set[asyncio.Future[None]] = set()
 
 
 def _notify(uid: str | None) -> None:
@@ -114,7 +115,7 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     def changed(uid: str) -> None:  # from the watch threads
         loop.call_soon_threadsafe(_notify, uid)
 
-    kube = Kube(load_config(), SETTINGS, on_change=changed, watch_api=load_config(pool=4))
+    kube = Kube(load_config(), SETTINGS, on_change=changed, watch_api=load_config(pool=8))
     _state["kube"] = kube
     # `servelab operator` says what it watches; `kopf run -n ...` watches a namespace once it holds work
     scope = os.environ.get("SERVELAB_WATCH_NAMESPACES")
@@ -231,6 +232,24 @@ async def _write(owner: Owner, me: OwnerLoop, status: dict[str, Any], rv: str | 
     me.wrote = [*me.wrote[-3:], stored["metadata"].get("resourceVersion", "")]
 
 
+async def _write_decided(body: kopf.Body, owner: Owner, me: OwnerLoop, patch: dict[str, Any],
+                         decided_from: dict[str, Any], rv: str | None) -> None:  # fmt: skip
+    """Write a decided status. When the object changed meanwhile (409) but neither its spec nor its status
+    did (kopf's finalizer, a label), the decision still holds: it is written on top of the newer object
+    (what was created for it is announced with it). Otherwise the decision is dropped (Conflict)."""
+    for _ in range(3):
+        try:
+            await _write(owner, me, patch, rv)
+            return
+        except Conflict:
+            await _changed_since(body, rv, 2.0)
+            now_status = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+            if int(body["metadata"].get("generation") or 1) != owner.generation or now_status != decided_from:
+                raise
+            rv = body["metadata"].get("resourceVersion")
+    raise Conflict(rv)
+
+
 async def _reconcile(kind: str, body: kopf.Body, me: OwnerLoop, indexes: dict[str, Any]) -> float | None:
     """Observe (memory), decide (pure, shared with `servelab run`), apply, write status; returns when the
     decision wants to look again without a change (None: at the next resync)."""
@@ -267,6 +286,7 @@ async def _reconcile(kind: str, body: kopf.Body, me: OwnerLoop, indexes: dict[st
         decision.events = [("Warning", "InvalidResult", message)]
         _teardown_on_failure(spec, decision)
     created = 0
+    teardown = _teardown_after_write(decision)
     try:
         created = await kube.apply(owner, spec, decision)
     except ChildRefused as err:  # permanent for this spec: say so instead of retrying
@@ -274,15 +294,31 @@ async def _reconcile(kind: str, body: kopf.Body, me: OwnerLoop, indexes: dict[st
         decision.event("ChildRefused", str(err), "Warning")
         _teardown_on_failure(spec, decision)
         decision.stale, decision.events = [], [e for e in decision.events if e[1] == "ChildRefused"]
-        await kube.apply(owner, spec, decision)
+        teardown = _teardown_after_write(decision)
     wire = decision.status.to_wire()
     written = False
     if _material(wire) != _material(stored):
-        await _write(owner, me, _status_patch(decision.status), rv)
+        await _write_decided(body, owner, me, _status_patch(decision.status), stored, rv)
         written = True
     if written or created:  # posted once: with the status or the children that go with them
         _emit(body, decision.events)
+    if teardown is not None:
+        await kube.apply(owner, spec, teardown)
     return decision.wake_after
+
+
+def _teardown_after_write(decision: Decision) -> Decision | None:
+    """A finished run's server is deleted after its final status is stored, never before: an operator
+    killed in between would otherwise find a run whose server is gone but whose status says it still
+    needs one, and start it again. (Killed after the write, the finished resource's server is deleted
+    by `_release_server` when the operator starts again.)"""
+    if decision.status.phase not in ("Succeeded", "Failed"):
+        return None
+    deletes = [a for a in decision.actions if isinstance(a, DeleteServer)]
+    if not deletes:
+        return None
+    decision.actions = [a for a in decision.actions if not isinstance(a, DeleteServer)]
+    return Decision(status=decision.status, actions=list(deletes))
 
 
 def _unwait(uid: str, me: OwnerLoop) -> None:
@@ -372,26 +408,61 @@ def _written_by_us(uid: str, body: kopf.Body) -> bool:
     return me is not None and body["metadata"].get("resourceVersion") in me.wrote
 
 
+def _finished_with_server(body: kopf.Body) -> bool:
+    """A finished run whose policy deletes its server (the server may still exist: see _release_server)."""
+    status, spec = body.get("status") or {}, body.get("spec") or {}
+    phase = status.get("phase")
+    if phase not in ("Succeeded", "Failed") or status.get("observedGeneration") != body["metadata"].get(
+        "generation"
+    ):
+        return False
+    policy = spec.get("serverPolicy") or "Delete"
+    return not spec.get("endpoint") and (
+        policy == "Delete" or (policy == "KeepOnFailure" and phase == "Succeeded")
+    )
+
+
+async def _release_server(body: kopf.Body) -> None:
+    """Delete the server of a finished run if it still exists (its operator was killed between the
+    final status write and the teardown): read from the child watches, so a no-op costs no request."""
+    kube: Kube | None = _state.get("kube")
+    if kube is None:
+        return
+    owner = _owner("ServeBenchmark", body)
+    await kube.cache.wait_synced(owner.namespace)
+    current = str(owner.generation)
+    if any(
+        c.kind == "Deployment" and c.generation == current and not c.deleting
+        for c in kube.cache.children(owner.uid)
+    ):
+        spec = ServeBenchmarkSpec.model_validate(dict(body["spec"]))
+        await kube.apply(owner, spec, Decision(status=ServeBenchmarkStatus(), actions=[DeleteServer()]))
+
+
 @kopf.on.event(GROUP, VERSION, "servebenchmarks")
 async def servebenchmark_changed(type: str, body: kopf.Body, **_: Any) -> None:
     meta = body.get("metadata", {})
+    if not _written_by_us(meta.get("uid", ""), body):
+        _notify(meta.get("uid"))  # its own spec (or anything but our write) changed
+    if type != "DELETED" and meta.get("uid") not in _owners and _finished_with_server(body):
+        task = asyncio.ensure_future(_release_server(body))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+    _notify((meta.get("labels") or {}).get(f"{SETTINGS.prefix}/owner-uid"))  # a QuantJob's scoring run
     if type == "DELETED":
         metrics.forget("ServeBenchmark", meta.get("namespace", ""), meta.get("name", ""))
     else:
         metrics.observe("ServeBenchmark", dict(body))
-    if not _written_by_us(meta.get("uid", ""), body):
-        _notify(meta.get("uid"))  # its own spec (or anything but our write) changed
-    _notify((meta.get("labels") or {}).get(f"{SETTINGS.prefix}/owner-uid"))  # a QuantJob's scoring run
 
 
 @kopf.on.event(GROUP, VERSION, "quantjobs")
 async def quantjob_changed(type: str, body: kopf.Body, **_: Any) -> None:
     meta = body.get("metadata", {})
-    if type == "DELETED":
-        metrics.forget("QuantJob", meta.get("namespace", ""), meta.get("name", ""))
-    else:
-        metrics.observe("QuantJob", dict(body))
     if not _written_by_us(meta.get("uid", ""), body):
         _notify(meta.get("uid"))
     for uid in list(_waiters.get((meta.get("namespace", ""), meta.get("name", "")), ())):
         _notify(uid)  # the benchmarks that read it
+    if type == "DELETED":
+        metrics.forget("QuantJob", meta.get("namespace", ""), meta.get("name", ""))
+    else:
+        metrics.observe("QuantJob", dict(body))

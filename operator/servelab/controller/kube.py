@@ -675,6 +675,7 @@ class Kube:
         try:
             resp = fns[kind]()
             self.cache.created(json.loads(resp.data))
+            log.info("created %s %s/%s", kind, ns, obj["metadata"]["name"])
             return True
         except ApiException as err:
             if err.status == 409:  # already there: deterministic names make creation idempotent
@@ -697,6 +698,7 @@ class Kube:
         }  # fmt: skip
         try:
             fns[kind]()
+            log.info("deleted %s %s/%s", kind, ns, name)
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -704,6 +706,9 @@ class Kube:
     def _apply(self, owner: Owner, spec: ServeBenchmarkSpec | QuantJobSpec, decision: Decision) -> int:
         """Create what the decision needs and delete what it drops; returns how many objects were new."""
         create, delete = render.decision_objects(owner, spec, decision, self.settings)
+        # the server's Deployment last of its objects: a Deployment that exists says its Service and the
+        # worker's RBAC do (an operator killed halfway through creating them leaves nothing missing)
+        create.sort(key=lambda obj: obj["kind"] == "Deployment")
         created = 0
         for obj in create:
             created += self._create(obj)

@@ -23,6 +23,15 @@ Obj = dict[str, Any]
 MANAGED_BY = {"app.kubernetes.io/managed-by": "servelab", "app.kubernetes.io/part-of": "servelab"}
 ARTIFACTS = "/artifacts"
 RESULT_KEY = "result.json"
+WORKER_HF_HOME = "/cache/huggingface"  # the quantize Job's Hugging Face cache volume (HF_HOME)
+# Pod Security "restricted" (a namespace may enforce it): no privilege escalation, no capabilities, the
+# runtime's seccomp profile, never root. Worker images run as their non-root USER (10001). Engine images
+# (vLLM's, SGLang's, llama.cpp's) run as root by default: their servers run as SERVER_UID instead, with
+# HOME and the Hugging Face cache on an emptyDir that uid can write (/root is not readable by it).
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+POD_SECURITY = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+SERVER_UID = 1000
+SERVER_HOME = "/home/servelab"
 
 
 def owner_ref(owner: Owner) -> Obj:
@@ -108,9 +117,13 @@ def server_objects(owner: Owner, spec: ServeBenchmarkSpec, launch: ServerLaunch,
     ]
     if spec.hf_token_secret_ref:
         env.append(_secret_env("HF_TOKEN", spec.hf_token_secret_ref))
+    env += [
+        {"name": "HOME", "value": SERVER_HOME},
+        {"name": "HF_HOME", "value": f"{SERVER_HOME}/.cache/huggingface"},
+    ]
     volumes, mounts = model_volume(model_source)
     volumes.append({"name": "cache", "emptyDir": {}})
-    mounts.append({"name": "cache", "mountPath": "/root/.cache/huggingface"})  # model downloads
+    mounts.append({"name": "cache", "mountPath": SERVER_HOME})  # model downloads, engine caches
     if launch.needs_shm:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
@@ -125,10 +138,11 @@ def server_objects(owner: Owner, spec: ServeBenchmarkSpec, launch: ServerLaunch,
         "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": max(1, ready // 5)},
         "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
         "resources": {"limits": limits, "requests": requests or dict(limits)},
-        "volumeMounts": mounts,
+        "volumeMounts": mounts, "securityContext": dict(CONTAINER_SECURITY),
     }  # fmt: skip
     pod: Obj = {"containers": [container], "volumes": volumes, "automountServiceAccountToken": False,
-                "terminationGracePeriodSeconds": 30}  # fmt: skip
+                "terminationGracePeriodSeconds": 30,
+                "securityContext": {**POD_SECURITY, "runAsUser": SERVER_UID, "runAsGroup": SERVER_UID}}  # fmt: skip
     _placement(pod, spec.placement)
     if spec.isolation is None or spec.isolation.exclusive_node:
         anti = {"requiredDuringSchedulingIgnoredDuringExecution": [{
@@ -204,9 +218,10 @@ def worker_job(owner: Owner, step: WorkerStep, settings: Settings, placement: Pl
         "imagePullPolicy": (images.pull_policy if images and images.pull_policy else None) or settings.image_pull_policy,
         "command": list(step.argv), "env": env, "resources": {"limits": limits, "requests": dict(limits)},
         "volumeMounts": [{"name": "artifacts", "mountPath": ARTIFACTS}, *mounts],
+        "securityContext": dict(CONTAINER_SECURITY),
     }  # fmt: skip
     pod: Obj = {"restartPolicy": "Never", "serviceAccountName": owner.child("worker"), "containers": [container],
-                "volumes": [{"name": "artifacts", "emptyDir": {}}, *vols]}  # fmt: skip
+                "volumes": [{"name": "artifacts", "emptyDir": {}}, *vols], "securityContext": dict(POD_SECURITY)}  # fmt: skip
     _placement(pod, placement)
     return {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(owner, owner.child(step.id), labels),
@@ -240,7 +255,10 @@ def quantize_job(owner: Owner, spec: QuantJobSpec, step: WorkerStep, settings: S
         mounts.append({"name": "output", "mountPath": f"/models/{out.pvc.claim_name}"})
     mv, mm = model_volume(spec.model)
     volumes += [*mv, {"name": "hf-cache", "emptyDir": {}}]  # a remote model is downloaded here
-    mounts += [*mm, {"name": "hf-cache", "mountPath": "/root/.cache/huggingface"}]
+    mounts += [*mm, {"name": "hf-cache", "mountPath": WORKER_HF_HOME}]
+    # the worker images are offline by default: the quantize worker downloads a Hub model or data set
+    # (servelab.workers.hub) into the cache volume, readable by the image's non-root user
+    env += [{"name": "HF_HOME", "value": WORKER_HF_HOME}, {"name": "HF_HUB_OFFLINE", "value": "0"}]
     if spec.hf_token_secret_ref:
         env.append(_secret_env("HF_TOKEN", spec.hf_token_secret_ref))
     env += [e.to_wire() for e in spec.env]
