@@ -106,6 +106,10 @@ def test_saturation_is_a_sweep_verdict() -> None:
     points[3].output_tokens_per_second = 400  # idempotent, and it goes back when the figures change
     label_sweep(points)
     assert [p.label for p in points][:4] == ["ok", "ok", "saturated", "ok"]
+    # a fall is not a plateau (the demo's noisy 2-core machine: 67 -> 20 tok/s from c=1 to c=2)
+    noisy = [_point(1, 67, 0.8), _point(2, 20, 1.9)]
+    label_sweep(noisy)
+    assert [p.label for p in noisy] == ["ok", "ok"]
 
 
 def test_process_monitor_measures_a_busy_child() -> None:

@@ -51,6 +51,7 @@ BUSY_BOUND = 0.9  # share of the point the client was running or waiting to run
 DELAY_BOUND = 0.10  # share of the slot-time lost to the client's scheduling delay
 CEILING_BOUND = 0.9  # share of the calibrated ceiling (only decides where CPU was not measured)
 SATURATION_GAIN = 0.10  # less throughput gain than this for >= 1.5x concurrency: saturated
+SATURATION_LOSS = -0.25  # ... but a bigger fall is not a plateau: noise or a collapse, left to the reader
 CEILINGS = Path(__file__).resolve().parent.parent / "data" / "loadgen-ceilings.json"
 
 
@@ -254,8 +255,9 @@ def server_capped(h: Headroom, parallel: int, waits: bool) -> str | None:
 
 def label_sweep(points: list[Any]) -> None:
     """Relabel `ok` points `saturated` (and back) over a sweep: a point with >= 1.5x the concurrency of
-    the last valid point below it, sustained by the server (>= 0.8 of it), that gains less than 10%
-    output throughput. `points` are LoadPointResult (label, labelReason set in place)."""
+    the last valid point below it, sustained by the server (>= 0.8 of it), whose output throughput
+    changes by -25%..+10% (a plateau; a bigger fall is noise or a collapse, not saturation). `points`
+    are LoadPointResult (label, labelReason set in place)."""
     ordered = sorted((p for p in points if p.output_tokens_per_second), key=lambda p: p.concurrency)
     for i, p in enumerate(ordered):
         if p.label not in ("ok", "saturated"):
@@ -267,7 +269,7 @@ def label_sweep(points: list[Any]) -> None:
         if q is not None and p.concurrency >= 1.5 * q.concurrency and q.output_tokens_per_second:
             gain = p.output_tokens_per_second / q.output_tokens_per_second - 1
             took = p.sustained_concurrency is None or p.sustained_concurrency >= 0.8 * p.concurrency
-            if gain < SATURATION_GAIN and took:
+            if SATURATION_LOSS <= gain < SATURATION_GAIN and took:
                 label = "saturated"
                 reason = (f"{p.output_tokens_per_second:.0f} tok/s at concurrency {p.concurrency} vs "
                           f"{q.output_tokens_per_second:.0f} at {q.concurrency} ({gain:+.0%}); the server ran "
