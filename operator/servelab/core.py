@@ -40,6 +40,7 @@ from servelab.plan import (
     output_source,
     quant_output,
     quant_score_runs,
+    served_model,
 )
 from servelab.verdict import benchmark_verdict, quant_verdict
 
@@ -205,7 +206,7 @@ def resolve_quantjob_model(
             f"QuantJob {ref.name} has no output {ref.variant!r} (has: {', '.join(v.name for v in candidates)})"
         )
     source = output_source(qspec, chosen.path, model_root)  # the QuantJob's scoring runs serve the same
-    return ServedModel(chosen.path, source.tokenizer, name=chosen.name), chosen.name, source
+    return served_model(source, model_root, name=chosen.name), chosen.name, source
 
 
 def plan_benchmark(owner: Owner, spec: ServeBenchmarkSpec, model: ServedModel, site: Site) -> BenchmarkPlan:
@@ -236,9 +237,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
         model = ServedModel(spec.endpoint.url, spec.endpoint.tokenizer, name=spec.endpoint.served_model_name)
         source = None
     elif spec.model:
-        model = ServedModel(
-            model_location(spec.model, site.model_root), spec.model.tokenizer, name=owner.name
-        )
+        model = served_model(spec.model, site.model_root, name=owner.name)
     else:
         assert spec.quant_job_ref
         ref = spec.quant_job_ref.name
@@ -387,19 +386,21 @@ def _run_steps(
     if spec.slo or spec.baseline:
         status.verdict = benchmark_verdict(spec, status, obs.baseline, server_gpus(spec))
     st.succeed(status, st.outcome(status), gen)
-    d.event("Succeeded", status.message or "")
-    if status.verdict is not None:
-        kind = "Normal" if status.verdict.passed else "Warning"
-        d.event(
-            "GatePassed" if status.verdict.passed else "GateFailed",
-            status.verdict.message or status.verdict.reason,
-            kind,
-        )
+    _succeeded_events(d)
     if _teardown(spec, "Succeeded") and not spec.endpoint:
         st.set_condition(status, st.SERVER_READY, False, "ServerStopped", "server deleted after the run", gen)
         status.server = None
         d.actions.append(DeleteServer())
     return d
+
+
+def _succeeded_events(d: Decision) -> None:
+    """Succeeded, then the gate's outcome (a Warning with the failed checks when it did not pass)."""
+    d.event("Succeeded", d.status.message or "")
+    verdict = d.status.verdict
+    if verdict is not None:
+        d.event("GatePassed" if verdict.passed else "GateFailed", verdict.message or verdict.reason,
+                "Normal" if verdict.passed else "Warning")  # fmt: skip
 
 
 def server_gpus(spec: ServeBenchmarkSpec) -> int:
@@ -527,14 +528,7 @@ def _score_quantjob(d: Decision, owner: Owner, spec: QuantJobSpec, obs: Observed
     if spec.acceptance:
         status.verdict = quant_verdict(spec, status)
     st.succeed(status, f"{len(status.variants)} output(s) in {output}{scored}", obs.generation)
-    d.event("Succeeded", status.message or "")
-    if status.verdict is not None:
-        kind = "Normal" if status.verdict.passed else "Warning"
-        d.event(
-            "GatePassed" if status.verdict.passed else "GateFailed",
-            status.verdict.message or status.verdict.reason,
-            kind,
-        )
+    _succeeded_events(d)
     return d
 
 
