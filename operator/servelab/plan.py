@@ -20,14 +20,14 @@ from servelab.api.servebenchmark import ServeBenchmarkSpec, Timeouts
 from servelab.engines import ServedModel, ServerLaunch, default_for_format, get
 from servelab.names import dns_name
 
-ResultKind = Literal["points", "depth", "scores", "quant", "warmup"]
+ResultKind = Literal["points", "depth", "scores", "quant", "warmup", "bench"]
 Image = Literal["evalscope", "llamacpp", "llmcompressor"]
 
 
 # Which worker image runs each `servelab worker <command>` (the images under images/): the one table the
 # operator (Job images), the local executor and the local pod runner all read.
 WORKER_IMAGE: dict[str, Image] = {"perf": "evalscope", "eval": "evalscope", "depth": "evalscope",
-                                  "gguf": "llamacpp", "quantize": "llmcompressor"}  # fmt: skip
+                                  "gguf": "llamacpp", "quantize": "llmcompressor", "llamabench": "llamacpp"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,26 @@ def data_location(source: DataSource, mount_root: str = "/data") -> str:
     assert source.hugging_face
     hf = source.hugging_face
     return "hf:" + hf.id + (f":{hf.subset}" if hf.subset else "") + f"@{hf.split}"
+
+
+def llama_bench_step(spec: ServeBenchmarkSpec, model_file: str, artifacts: str) -> WorkerStep:
+    """`servelab worker llamabench`: llama-bench -o json against the GGUF file, in the llamacpp image."""
+    lb = spec.llama_bench
+    assert lb is not None
+    argv = ["servelab", "worker", "llamabench", "--model", model_file, "-p", *map(str, lb.prompt_tokens),
+            "-n", *map(str, lb.gen_tokens), "-d", *map(str, lb.depths), "-r", str(lb.repetitions)]  # fmt: skip
+    if lb.threads is not None:
+        argv += ["-t", str(lb.threads)]
+    if lb.gpu_layers is not None:
+        argv += ["-ngl", str(lb.gpu_layers)]
+    if lb.flash_attention is not None:
+        argv += ["-fa", "1" if lb.flash_attention else "0"]
+    argv += [f"--extra={a}" for a in lb.extra_args]
+    argv += ["--timeout", str(lb.timeout_seconds), "--out", f"{artifacts}/llama-bench"]
+    tests = f"pp {','.join(map(str, lb.prompt_tokens))} / tg {','.join(map(str, lb.gen_tokens))}"
+    gpus = (spec.resources.gpus or 1) if lb.gpu_layers and spec.resources else 0
+    return WorkerStep(id="llama-bench", title=f"llama-bench ({tests} @ d {','.join(map(str, lb.depths))})",
+                      argv=argv, result="bench", timeout_seconds=lb.timeout_seconds, gpus=gpus)  # fmt: skip
 
 
 def compile_benchmark(
@@ -177,6 +197,8 @@ def compile_benchmark(
                   "--out", f"{artifacts}/depth"],
             result="depth", timeout_seconds=timeouts.total_seconds if timeouts else 21600,
         ))  # fmt: skip
+    if spec.llama_bench and launch is not None:  # llama-bench on the served model's file (not HTTP)
+        steps.append(llama_bench_step(spec, model.location, artifacts))
     for i, ev in enumerate(spec.evaluations):
         names = [d.name for d in ev.datasets]
         dataset_args: dict[str, dict[str, object]] = {}

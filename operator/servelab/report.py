@@ -73,6 +73,20 @@ def depth_table(status: ServeBenchmarkStatus) -> str:
     return _table(["Test", "t/s", "TTFT(s)"], rows)
 
 
+def llama_bench_table(status: ServeBenchmarkStatus) -> str:
+    """llama-bench's own table (write-up 003): model, size, params, backend, ngl, test, t/s ± sd; then the build."""
+    rows = []
+    for b in status.llama_bench:
+        size = "-" if b.model_size_bytes is None else f"{b.model_size_bytes / 2**30:.2f} GiB"
+        params = "-" if b.model_params is None else f"{b.model_params / 1e9:.2f} B"
+        rows.append([b.model_type or "-", size, params, b.backends or "-",
+                     "-" if b.n_gpu_layers is None else str(b.n_gpu_layers), b.test,
+                     f"{b.avg_tokens_per_second:.2f} ± {b.stddev_tokens_per_second:.2f}"])  # fmt: skip
+    table = _table(["model", "size", "params", "backend", "ngl", "test", "t/s"], rows)
+    builds = sorted({b.build for b in status.llama_bench if b.build})
+    return table + (f"\nbuild: {', '.join(builds)}" if builds else "")
+
+
 def quant_table(status: QuantJobStatus) -> str:
     """One row per output (base first): size, perplexity, KL divergence, time."""
     rows = []

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from servelab.api.common import CommonStatus, Condition, Progress
 from servelab.api.quantjob import QuantJobStatus, QuantJobSummary
-from servelab.api.results import DepthPointResult, EvalScore, LoadPointResult, QuantVariantResult
+from servelab.api.results import (
+    DepthPointResult,
+    EvalScore,
+    LlamaBenchResult,
+    LoadPointResult,
+    QuantVariantResult,
+)
 from servelab.api.servebenchmark import BenchmarkSummary, ServeBenchmarkStatus
 
 if TYPE_CHECKING:
@@ -146,6 +152,7 @@ def outcome(status: ServeBenchmarkStatus) -> str:
         (len(status.results), "load point(s)"),
         (len(status.scores), "score(s)"),
         (len(status.depth), "depth row(s)"),
+        (len(status.llama_bench), "llama-bench test(s)"),
     ]
     return ", ".join(f"{n} {what}" for n, what in parts if n) or "nothing measured"
 
@@ -206,6 +213,8 @@ def fold_benchmark(
         fold_scores(status, [EvalScore.model_validate(s) for s in result.get("scores", [])])
     elif step.result == "depth":
         fold_depth(status, [DepthPointResult.model_validate(r) for r in result.get("depth", [])])
+    elif step.result == "bench":
+        status.llama_bench = [LlamaBenchResult.model_validate(r) for r in result.get("bench", [])]
 
 
 def fold_quant(status: QuantJobStatus, result: dict[str, Any]) -> None:

@@ -147,6 +147,36 @@ class DepthPointResult(ApiModel):
     ttft_seconds: float | None = Field(None, description="Time to first token at this depth.")
 
 
+class LlamaBenchResult(ApiModel):
+    """One llama-bench test (`llama-bench -o json`): the seeds' `pp1024 @ d16384  5972.57 ± 7.84` row."""
+
+    test: str = Field(
+        ..., max_length=64, description="The test as llama-bench names it: pp512, tg128, pp512 @ d4096."
+    )
+    n_prompt: int = Field(..., ge=0, description="Prompt tokens processed (-p).")
+    n_gen: int = Field(..., ge=0, description="Tokens generated (-n).")
+    n_depth: int = Field(0, ge=0, description="Tokens of context already in the KV cache (-d).")
+    avg_tokens_per_second: float = Field(
+        ..., ge=0, description="Mean tokens per second over the repetitions."
+    )
+    stddev_tokens_per_second: float = Field(
+        0, ge=0, description="Their standard deviation (the ± of the table)."
+    )
+    samples_tokens_per_second: list[float] = Field(
+        default_factory=list, max_length=1000, description="Tokens per second of each repetition."
+    )
+    model_type: str | None = Field(
+        None, max_length=256, description="llama-bench's model column (e.g. qwen3 8B Q8_0)."
+    )
+    model_size_bytes: int | None = Field(None, ge=0, description="The model's size.")
+    model_params: int | None = Field(None, ge=0, description="The model's parameter count.")
+    backends: str | None = Field(None, max_length=128, description="Backends (CPU, CUDA, MTL,BLAS ...).")
+    n_gpu_layers: int | None = Field(None, description="Layers offloaded (-ngl).")
+    n_threads: int | None = Field(None, description="CPU threads (-t).")
+    flash_attn: int | None = Field(None, description="-fa (1 on, 0 off, -1 auto).")
+    build: str | None = Field(None, max_length=128, description="llama.cpp build: commit (number).")
+
+
 class QuantVariantResult(ApiModel):
     """What one quantized output costs: size, time, quality against the unquantized model."""
 

@@ -18,7 +18,7 @@ from servelab.api.common import (
 )
 from servelab.api.engine import Engine
 from servelab.api.quantjob import Evaluation, Images
-from servelab.api.results import DepthPointResult, EvalScore, LoadPointResult
+from servelab.api.results import DepthPointResult, EvalScore, LlamaBenchResult, LoadPointResult
 from servelab.api.verdict import Baseline, Slo, Verdict
 
 
@@ -156,6 +156,31 @@ class ContextSweep(ApiModel):
     runs: int = Field(3, ge=1, le=100, description="Repetitions per depth.")
 
 
+class LlamaBench(ApiModel):
+    """llama.cpp's own benchmark, `llama-bench -o json`, against the model's GGUF file in the llamacpp image
+    (write-up 003: `llama-bench -p 1024 -n 64 -d 0,16384,32768,65536`): pp/tg tokens per second ± sd at
+    each depth, with backend and build. No HTTP: llama-bench loads the model itself, after the server is
+    up (on GPUs both hold memory: leave room, or serve with few layers offloaded)."""
+
+    prompt_tokens: list[Annotated[int, Field(ge=0, le=1048576)]] = Field(
+        default_factory=lambda: [512], min_length=1, max_length=16, description="-p: prompt tokens (pp)."
+    )
+    gen_tokens: list[Annotated[int, Field(ge=0, le=65536)]] = Field(
+        default_factory=lambda: [128], min_length=1, max_length=16, description="-n: generated tokens (tg)."
+    )
+    depths: list[Annotated[int, Field(ge=0, le=16777216)]] = Field(
+        default_factory=lambda: [0], min_length=1, max_length=32, description="-d: context depths in tokens."
+    )
+    repetitions: int = Field(5, ge=1, le=100, description="-r: repetitions of each test.")
+    threads: int | None = Field(None, ge=1, le=1024, description="-t: CPU threads.")
+    gpu_layers: int | None = Field(None, ge=0, le=100000, description="-ngl: layers offloaded to GPUs.")
+    flash_attention: bool | None = Field(None, description="-fa 1/0 (default: llama-bench's auto).")
+    extra_args: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list, max_length=32, description="More llama-bench arguments, appended last."
+    )
+    timeout_seconds: int = Field(21600, ge=10, le=604800, description="Time limit of the llama-bench step.")
+
+
 class Isolation(ApiModel):
     exclusive_node: bool = Field(
         True, description="Never share a node with another ServeBenchmark's server (pod anti-affinity)."
@@ -177,12 +202,15 @@ class ServeBenchmarkSpec(ApiModel):
          "spec.endpoint needs a tokenizer (spec.endpoint.tokenizer or spec.load.tokenizerPath) to size prompts",
          ".endpoint.tokenizer"),
         _endpoint_rule(),
+        ("!has(self.llamaBench) || !has(self.endpoint)",
+         "spec.llamaBench runs llama-bench on the model's file: not with spec.endpoint", ".llamaBench"),
         # llama.cpp runs on CPU with gpus: 0 (its tensorParallelSize is always 1)
         ("!has(self.resources) || !has(self.resources.gpus) || self.engine.tensorParallelSize <= self.resources.gpus"
          " || (self.engine.name == 'llamacpp' && self.resources.gpus == 0)",
          "spec.engine.tensorParallelSize must not exceed spec.resources.gpus", ".engine.tensorParallelSize"),
-        ("has(self.load) || has(self.contextSweep) || (has(self.evaluations) && size(self.evaluations) > 0)",
-         "set at least one of spec.load, spec.contextSweep or spec.evaluations", None),
+        ("has(self.load) || has(self.contextSweep) || has(self.llamaBench) || "
+         "(has(self.evaluations) && size(self.evaluations) > 0)",
+         "set at least one of spec.load, spec.contextSweep, spec.llamaBench or spec.evaluations", None),
         # what cannot fit in the server's context is refused by it, request after request
         ("!has(self.engine.maxModelLen) || !has(self.load) || "
          "self.load.prefixLength + self.load.maxPromptLength + self.load.maxTokens <= self.engine.maxModelLen",
@@ -206,6 +234,7 @@ class ServeBenchmarkSpec(ApiModel):
     engine: Engine = Field(..., description="Engine and its options.")
     load: Load | None = Field(None, description="evalscope perf sweep.")
     context_sweep: ContextSweep | None = Field(None, description="Context-depth sweep.")
+    llama_bench: LlamaBench | None = Field(None, description="llama-bench against the model's GGUF file.")
     evaluations: list[Evaluation] = Field(default_factory=list, max_length=16, description="evalscope evals.")
     resources: Resources | None = Field(None, description="GPUs (default tensorParallelSize), CPU, memory.")
     shm_size: Quantity = Field("16Gi", description="Memory-backed /dev/shm (vLLM, SGLang), e.g. 16Gi.")
@@ -262,6 +291,9 @@ class ServeBenchmarkStatus(CommonStatus):
     )
     depth: list[DepthPointResult] = Field(
         default_factory=list, max_length=32, description="Context sweep rows."
+    )
+    llama_bench: list[LlamaBenchResult] = Field(
+        default_factory=list, max_length=256, description="llama-bench rows (test, t/s ± sd, backend, build)."
     )
     scores: list[EvalScore] = Field(default_factory=list, max_length=256, description="Evaluation scores.")
     summary: BenchmarkSummary | None = None

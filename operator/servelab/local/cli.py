@@ -78,6 +78,8 @@ def execute(
             print(report.server_table(bs))
         if bs.depth:
             print(report.depth_table(bs))
+        if bs.llama_bench:
+            print(report.llama_bench_table(bs))
         if bs.scores:
             print(report.scores_table(bs))
     png = (

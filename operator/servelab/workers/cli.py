@@ -6,6 +6,7 @@ Kinds and the environment (image) each runs in:
 - `perf`  (evalscope): evalscope perf sweep -> LoadPointResult rows, with engine /metrics deltas.
 - `eval`  (evalscope): evalscope eval on local data sets -> EvalScore rows.
 - `depth` (evalscope): context-depth sweep -> DepthPointResult rows.
+- `llamabench` (llamacpp): llama-bench -o json against the GGUF file -> LlamaBenchResult rows.
 - `quantize` (llmcompressor): llm-compressor oneshot -> compressed-tensors checkpoint + QuantVariantResult.
 
 Every kind writes its artifacts under `--out` and publishes a compact JSON result to `--result`
@@ -25,6 +26,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "perf": ("servelab.workers.perf", "evalscope perf sweep against an OpenAI-compatible server"),
     "eval": ("servelab.workers.evaluate", "evalscope eval against a served model on local data"),
     "depth": ("servelab.workers.depth", "prompt/generation speed at several context depths"),
+    "llamabench": ("servelab.workers.llamabench", "llama-bench (llama.cpp's own benchmark) against a GGUF file"),
     "quantize": ("servelab.workers.quantize", "llm-compressor oneshot to a compressed-tensors checkpoint"),
 }
 
