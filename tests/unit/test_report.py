@@ -172,3 +172,15 @@ def test_pareto_front() -> None:
     from servelab.reporting.plots import frontier
 
     assert frontier([(1, 10), (2, 8), (1.5, 7), (3, 2), (0.5, 12)]) == [(0.5, 12), (1, 10), (2, 8), (3, 2)]
+
+
+def test_a_quantjobs_scoring_runs_stay_in_its_table(objects: list[dict[str, Any]], tmp_path: Path) -> None:
+    """Locally a scoring run has only its owner's label; in a cluster also an ownerReference."""
+    scoring = json.loads(json.dumps(next(o for o in objects if o["metadata"]["name"] == "qwen-bf16-vllm")))
+    scoring["metadata"] = {
+        "name": "qwen-gguf-q1-score-f16",
+        "labels": {"servelab.dev/owner-uid": "local-quantjob-qwen-gguf"},
+    }
+    runs = sources.from_paths([rf.write_runs_dir(tmp_path, [*objects, scoring])])
+    doc = compare.build(runs)
+    assert "qwen-gguf-q1-score-f16" not in "\n".join(t.text() for s in doc.sections for t in s.tables)

@@ -153,10 +153,18 @@ def group_runs(runs: list[Run], baseline: str | None) -> list[Group]:
 
 # ---- accuracy next to performance --------------------------------------------------------------------------
 def _headline_score(scores: list[EvalScore]) -> str | None:
+    """One score to show next to performance: an accuracy over the whole data set when there is one."""
     if not scores:
         return None
-    pick = next((s for s in scores if "acc" in s.metric), scores[0])
+    pick = min(scores, key=lambda s: ("acc" not in s.metric, s.subset not in (None, "", "OVERALL", "default")))
     return f"{pick.dataset} {pick.metric} {pick.score:.3f}"
+
+
+def _points(value: float | None, base: float | None) -> tuple[str | None, bool | None]:
+    """A score's difference from the base's, in points; nothing when they are equal."""
+    if value is None or base is None or abs(value - base) < 5e-5:
+        return None, None
+    return f"{value - base:+.4f}", value > base
 
 
 def accuracy_of(run: Run, quantjobs: dict[tuple[str | None, str], Run]) -> str | None:
@@ -295,14 +303,8 @@ def scores_table(runs: list[Run], baseline: str | None) -> Table | None:
         row = [Cell(" / ".join(x for x in k if x))]
         for r in scored:
             v, b = got[r.name].get(k), got[base.name].get(k)
-            d = None if v is None or b is None or r is base else f"{v - b:+.4f}"
-            row.append(
-                Cell(
-                    _fmt("{:.4f}", v),
-                    d,
-                    None if d is None or v == b else bool(v is not None and b is not None and v > b),
-                )
-            )
+            d, better = _points(v, b) if r is not base else (None, None)
+            row.append(Cell(_fmt("{:.4f}", v), d, better))
         t.rows.append(row)
     return t
 
@@ -375,16 +377,8 @@ def quant_tables(qj: Run) -> list[Table]:
             for v in scored:
                 val = got[v.name].get(k)
                 b = got[ref.name].get(k) if ref else None
-                d = None if val is None or b is None or v is ref else f"{val - b:+.4f}"
-                row.append(
-                    Cell(
-                        _fmt("{:.4f}", val),
-                        d,
-                        None
-                        if d is None or val == b
-                        else bool(val is not None and b is not None and val > b),
-                    )
-                )
+                d, better = _points(val, b) if v is not ref else (None, None)
+                row.append(Cell(_fmt("{:.4f}", val), d, better))
             st.rows.append(row)
         tables.append(st)
     return tables

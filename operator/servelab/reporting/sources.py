@@ -47,8 +47,12 @@ class Run:
 
     @property
     def owned_by_quantjob(self) -> bool:
-        """A QuantJob's scoring run: its scores are in the QuantJob's table already."""
-        return any(r.get("kind") == "QuantJob" for r in self.metadata.get("ownerReferences") or [])
+        """A QuantJob's scoring run (servelab makes no other ServeBenchmark): its scores are in the QuantJob's
+        table already. In a cluster it has an ownerReference; locally only its owner's label."""
+        labels = self.metadata.get("labels") or {}
+        return f"{GROUP}/owner-uid" in labels or any(
+            r.get("kind") == "QuantJob" for r in self.metadata.get("ownerReferences") or []
+        )
 
 
 def from_object(obj: dict[str, Any], source: str) -> Run | None:
