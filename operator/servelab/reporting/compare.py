@@ -156,7 +156,9 @@ def _headline_score(scores: list[EvalScore]) -> str | None:
     """One score to show next to performance: an accuracy over the whole data set when there is one."""
     if not scores:
         return None
-    pick = min(scores, key=lambda s: ("acc" not in s.metric, s.subset not in (None, "", "OVERALL", "default")))
+    pick = min(
+        scores, key=lambda s: ("acc" not in s.metric, s.subset not in (None, "", "OVERALL", "default"))
+    )
     return f"{pick.dataset} {pick.metric} {pick.score:.3f}"
 
 
