@@ -74,13 +74,23 @@ def model_location(source: ModelSource, mount_root: str = "/models") -> str:
         return source.path
     if source.hugging_face:
         return source.hugging_face.id
-    if source.pvc:
-        return f"{mount_root}/{source.pvc.claim_name}/{source.pvc.path}".rstrip("/")
-    assert source.s3
-    return source.s3
+    assert source.pvc
+    return f"{mount_root}/{source.pvc.claim_name}/{source.pvc.path}".rstrip("/")
+
+
+def served_model(source: ModelSource, mount_root: str = "/models", name: str = "model") -> ServedModel:
+    """What an engine serves for a model source: where it is, its tokenizer and, for a Hub repository,
+    the revision to pin and the one file to serve (model.huggingFace.revision / .file)."""
+    hf = source.hugging_face
+    return ServedModel(
+        model_location(source, mount_root), source.tokenizer, name=name, from_hub=hf is not None,
+        revision=hf.revision if hf else None, hub_file=hf.file if hf else None,
+    )  # fmt: skip
 
 
 def data_location(source: DataSource, mount_root: str = "/data") -> str:
+    """A data source as workers take it: a path, or `hf:ID[:SUBSET]@SPLIT[#COLUMN]` for a Hub data set,
+    which the worker downloads (servelab.workers.hub)."""
     if source.path:
         return source.path
     if source.pvc:
@@ -89,7 +99,17 @@ def data_location(source: DataSource, mount_root: str = "/data") -> str:
         return f"{mount_root}/configmap-{source.config_map.name}/{source.config_map.key}"
     assert source.hugging_face
     hf = source.hugging_face
-    return "hf:" + hf.id + (f":{hf.subset}" if hf.subset else "") + f"@{hf.split}"
+    location = "hf:" + hf.id + (f":{hf.subset}" if hf.subset else "") + f"@{hf.split}"
+    return location + (f"#{hf.column}" if hf.column else "")
+
+
+def _model_args(spec: QuantJobSpec, model: str, local_flag: str) -> list[str]:
+    """How a quantize worker is given its model: a Hub repository it downloads (pinned to the revision),
+    or a directory."""
+    hf = spec.model.hugging_face
+    if hf is None:
+        return [local_flag, model]
+    return ["--hf-repo", hf.id, *(["--revision", hf.revision] if hf.revision else [])]
 
 
 def llama_bench_step(spec: ServeBenchmarkSpec, model_file: str, artifacts: str) -> WorkerStep:
@@ -149,6 +169,14 @@ def compile_benchmark(
             shape += ["--min-tokens", str(load.min_tokens if honors else 0)]
         if not load.ignore_eos or not honors:
             shape.append("--no-ignore-eos")
+        if load.dataset != "random":  # prompts from a data set instead of random tokens
+            shape += ["--dataset", load.dataset]
+        if load.dataset_path:
+            shape += ["--dataset-path", load.dataset_path]
+        if load.endpoint != "chat":
+            shape += ["--endpoint", load.endpoint]
+        if not load.stream:
+            shape.append("--no-stream")
         if load.rate:
             shape += ["--rate", str(load.rate)]
         if load.temperature is not None:
@@ -250,7 +278,8 @@ def compile_quantjob(spec: QuantJobSpec, model: str, output: str, artifacts: str
     if spec.method == "gguf":
         assert spec.gguf is not None
         g = spec.gguf
-        argv = ["servelab", "worker", "gguf", "--hf-dir", model, "--out", output, "--types"]
+        source = _model_args(spec, model, "--hf-dir")
+        argv = ["servelab", "worker", "gguf", *source, "--out", output, "--types"]
         for v in g.variants:
             use = g.imatrix if v.imatrix is None else v.imatrix
             argv.append(f"{v.type}+imatrix" if use else v.type)
@@ -274,7 +303,8 @@ def compile_quantjob(spec: QuantJobSpec, model: str, output: str, artifacts: str
                 argv.append("--no-kld")
     else:
         c = spec.compressor
-        argv = ["servelab", "worker", "quantize", "--model", model, "--method", spec.method, "--out", output]
+        argv = ["servelab", "worker", "quantize", *_model_args(spec, model, "--model"), "--method", spec.method,
+                "--out", output]  # fmt: skip
         if c:
             for flag_, value in (("--scheme", c.scheme), ("--bits", c.bits), ("--group-size", c.group_size),
                                  ("--actorder", c.actorder), ("--dampening-frac", c.dampening_frac)):  # fmt: skip
@@ -311,7 +341,7 @@ def quant_output(spec: QuantJobSpec, mount_root: str = "/models", default: str |
     out = spec.output
     if out.pvc:
         return f"{mount_root}/{out.pvc.claim_name}/{out.pvc.path}".rstrip("/")
-    return out.path or default or out.s3 or ""
+    return out.path or default or ""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from servelab.api.verdict import Baseline, Check, Slo, SloSummary, Verdict, Verd
 
 # the load fields that make two sweeps comparable (the model, engine and flags are what one compares)
 WORKLOAD_FIELDS = ("minPromptLength", "maxPromptLength", "prefixLength", "maxTokens", "minTokens", "ignoreEos",
-                   "dataset", "datasetPath", "generator", "endpoint", "temperature", "rate")  # fmt: skip
+                   "dataset", "datasetPath", "generator", "endpoint", "stream", "temperature", "rate")  # fmt: skip
 
 
 def _pct(point: LoadPointResult, metric: str, pct: str) -> float | None:

@@ -129,4 +129,4 @@ def test_field_rules_and_class_rules_both_reach_the_crd() -> None:
     claim = spec["properties"]["output"]["properties"]["pvc"]["properties"]["claimName"]
     assert "DNS-1123 subdomain" in claim["x-kubernetes-validations"][0]["message"]
     output_rules = [r["message"] for r in spec["properties"]["output"]["x-kubernetes-validations"]]
-    assert output_rules == ["set exactly one of pvc, s3 or path"]
+    assert output_rules == ["set exactly one of pvc or path"]

@@ -107,7 +107,9 @@ def test_gguf_quantjob_plan() -> None:
     a = step.argv
     assert a[:3] == ["servelab", "worker", "gguf"] and step.image == "llamacpp" and step.gpus == 1
     assert a[a.index("--types") + 1 : a.index("--types") + 3] == ["IQ4_XS+imatrix", "Q4_K_M"]
-    assert "--leave-output-tensor" in a and opt(a, "--hf-dir") == "/models/qwen"
+    # a Hub model: the worker downloads it (no --hf-dir)
+    assert "--leave-output-tensor" in a and opt(a, "--hf-repo") == "Qwen/Qwen3-4B-Instruct-2507"
+    assert "--hf-dir" not in a and "--revision" not in a
     assert opt(a, "--imatrix-text") == "/data/calibration-data/calibration.txt"
     assert opt(a, "--eval-text") == "/data/eval-data/wikitext-2-raw/wiki.test.raw" and "--no-kld" in a
 

@@ -295,11 +295,14 @@ def test_quantjob_downloads_into_a_cache_volume_with_the_token_from_its_secret()
     job = next(o for o in d.create if o["kind"] == "Job")
     pod = job["spec"]["template"]["spec"]
     c = pod["containers"][0]
-    assert {"name": "hf-cache", "mountPath": "/root/.cache/huggingface"} in c["volumeMounts"]
+    assert {"name": "hf-cache", "mountPath": "/cache/huggingface"} in c["volumeMounts"]
     assert {"name": "hf-cache", "emptyDir": {}} in pod["volumes"]
     token = next(e for e in c["env"] if e["name"] == "HF_TOKEN")
     assert token == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
-    assert "Qwen/Qwen3-4B-Instruct-2507" in c["command"]
+    # the worker image is offline by default: the Job lets it download into the cache volume
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["HF_HOME"] == "/cache/huggingface" and env["HF_HUB_OFFLINE"] == "0"
+    assert c["command"][c["command"].index("--hf-repo") + 1] == "Qwen/Qwen3-4B-Instruct-2507"
 
 
 def test_a_job_that_succeeds_without_publishing_fails_the_run() -> None:

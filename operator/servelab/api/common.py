@@ -155,19 +155,18 @@ class PvcSource(ApiModel):
 
 
 class ModelSource(ApiModel):
-    """Where a model comes from: exactly one of huggingFace, pvc, s3 or path."""
+    """Where a model comes from: exactly one of huggingFace, pvc or path."""
 
     __cel__ = [
         (
-            "[has(self.huggingFace), has(self.pvc), has(self.s3), has(self.path)].filter(x, x).size() == 1",
-            "set exactly one of huggingFace, pvc, s3 or path",
+            "[has(self.huggingFace), has(self.pvc), has(self.path)].filter(x, x).size() == 1",
+            "set exactly one of huggingFace, pvc or path",
             None,
         )
     ]
 
     hugging_face: HuggingFaceSource | None = Field(None, description="A Hugging Face Hub repository.")
     pvc: PvcSource | None = Field(None, description="A directory or file on a PersistentVolumeClaim.")
-    s3: str | None = Field(None, max_length=1024, pattern=r"^s3://", description="An s3:// URI.")
     path: str | None = Field(
         None,
         max_length=1024,
@@ -199,9 +198,17 @@ class DataSource(ApiModel):
 
 
 class HuggingFaceDataset(ApiModel):
-    id: HubId = Field(..., description="Data set id.")
-    subset: str | None = Field(None, max_length=128, description="Configuration/subset name.")
-    split: str = Field("train", max_length=128, description="Split to read.")
+    id: HubId = Field(
+        ...,
+        description="Data set id (its data files are downloaded: parquet, jsonl, json, csv "
+        "or txt; a data set made by a loading script only cannot be read).",
+    )
+    subset: str | None = Field(
+        None, max_length=128, pattern=r"^[^@#]+$", description="Configuration/subset name."
+    )
+    split: str = Field(
+        "train", min_length=1, max_length=128, pattern=r"^[^@#]+$", description="Split to read."
+    )
     column: str | None = Field(None, max_length=128, description="Text or messages column.")
 
 

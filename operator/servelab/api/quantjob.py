@@ -116,15 +116,13 @@ class Calibration(ApiModel):
 
 
 class OutputLocation(ApiModel):
-    """Where the quantized model goes: exactly one of pvc, s3 or path."""
+    """Where the quantized model goes: exactly one of pvc or path."""
 
     __cel__ = [
-        ("[has(self.pvc), has(self.s3), has(self.path)].filter(x, x).size() == 1",
-         "set exactly one of pvc, s3 or path", None),
+        ("[has(self.pvc), has(self.path)].filter(x, x).size() == 1", "set exactly one of pvc or path", None),
     ]  # fmt: skip
 
     pvc: PvcSource | None = Field(None, description="A directory on a PersistentVolumeClaim.")
-    s3: str | None = Field(None, max_length=1024, pattern=r"^s3://", description="An s3:// prefix.")
     path: str | None = Field(None, max_length=1024, description="A local directory (local runs).")
 
 
@@ -235,9 +233,10 @@ class QuantJobSpec(ApiModel):
          "n.lowerAscii() == v.type.lowerAscii() || n.lowerAscii() == v.type.lowerAscii() + '+imatrix'))",
          "spec.evaluation.variants must name outputs this QuantJob makes (a spec.gguf.variants type, or F16)",
          ".evaluation.variants"),
-        ("!has(self.output.s3)",
-         "spec.output.s3 is not implemented yet: write to spec.output.pvc (or spec.output.path locally)",
-         ".output.s3"),
+        # the quantizers convert a whole repository (config, tokenizer, weights), never one file of it
+        ("!has(self.model.huggingFace) || !has(self.model.huggingFace.file)",
+         "spec.model.huggingFace.file is not used by a QuantJob: it quantizes the whole repository",
+         ".model.huggingFace.file"),
     ]  # fmt: skip
 
     model: ModelSource = Field(..., description="The model to quantize.")

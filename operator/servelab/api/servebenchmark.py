@@ -20,6 +20,7 @@ from servelab.api.engine import Engine
 from servelab.api.quantjob import Evaluation, Images
 from servelab.api.results import DepthPointResult, EvalScore, LlamaBenchResult, LoadPointResult
 from servelab.api.verdict import Baseline, Slo, Verdict
+from servelab.engines import registry
 
 
 class QuantJobRef(ApiModel):
@@ -75,13 +76,33 @@ def _endpoint_rule() -> tuple[str, str, str | None]:
         else:
             checks.append(f"(!has(self.engine.{key}) || self.engine.{key} == {str(f.default).lower()})")
     checks += ["!has(self.resources)", "!has(self.placement)", "!has(self.isolation)",
-               "(!has(self.images) || !has(self.images.server))", "self.serverPolicy == 'Delete'"]  # fmt: skip
+               "(!has(self.images) || !has(self.images.server))", "self.serverPolicy == 'Delete'",
+               "!has(self.hfTokenSecretRef)"]  # fmt: skip
     return (
         "!has(self.endpoint) || (" + " && ".join(checks) + ")",
         "with spec.endpoint nothing is deployed: of spec.engine only name and maxModelLen apply, and server "
-        "fields (engine options, resources, placement, isolation, images.server, serverPolicy) are refused",
+        "fields (engine options, resources, placement, isolation, images.server, serverPolicy, "
+        "hfTokenSecretRef) are refused",
         ".endpoint",
     )
+
+
+def _hub_rules() -> list[tuple[str, str, str | None]]:
+    """model.huggingFace.file / revision only with an engine that serves them (the adapters' `hub_file`,
+    `hub_revision`): any other would load the whole repository, or its main branch."""
+    adapters = [registry.get(n) for n in registry.ENGINES]
+    rules: list[tuple[str, str, str | None]] = []
+    for attr, key, what in (("hub_file", "file", "serve one file of a Hub repository"),
+                            ("hub_revision", "revision", "pin a Hub revision")):  # fmt: skip
+        names = [a.name for a in adapters if getattr(a, attr)]
+        listed = ", ".join(f"'{n}'" for n in names)
+        rules.append((
+            f"!has(self.model) || !has(self.model.huggingFace) || !has(self.model.huggingFace.{key}) || "
+            f"self.engine.name in [{listed}]",
+            f"spec.model.huggingFace.{key}: only engines that {what} take it ({', '.join(names) or 'none'})",
+            f".model.huggingFace.{key}",
+        ))  # fmt: skip
+    return rules
 
 
 LoadGeneratorName = Literal[
@@ -100,6 +121,16 @@ class Load(ApiModel):
          "spec.load.minPromptLength must not exceed spec.load.maxPromptLength", ".minPromptLength"),
         ("!has(self.minTokens) || self.minTokens <= self.maxTokens",
          "spec.load.minTokens must not exceed spec.load.maxTokens", ".minTokens"),
+        ("self.dataset in ['random', 'openqa'] || has(self.datasetPath)",
+         "spec.load.datasetPath (a prompt file) is required by the line_by_line and custom datasets",
+         ".datasetPath"),
+        ("self.dataset != 'random' || !has(self.datasetPath)",
+         "spec.load.datasetPath is not read by the random dataset", ".datasetPath"),
+        ("self.dataset == 'random' || self.prefixLength == 0",
+         "spec.load.prefixLength applies to the random dataset only", ".prefixLength"),
+        ("self.generator != 'vllm-bench' || (self.dataset == 'random' && self.endpoint == 'chat' && self.stream)",
+         "spec.load.generator vllm-bench sends random prompts to the streamed chat API only (dataset random, "
+         "endpoint chat, stream true): use generator evalscope", ".generator"),
     ]  # fmt: skip
 
     parallel: list[Annotated[int, Field(ge=1, le=1000000)]] = Field(
@@ -123,7 +154,12 @@ class Load(ApiModel):
         "chat", description="/v1/chat/completions or /v1/completions."
     )
     dataset: Literal["random", "openqa", "line_by_line", "custom"] = Field("random", description="--dataset.")
-    dataset_path: str | None = Field(None, max_length=1024, description="--dataset-path.")
+    dataset_path: str | None = Field(
+        None,
+        max_length=1024,
+        description="--dataset-path: the prompt file of line_by_line and custom (optional for openqa), a path "
+        "in the load worker's image (locally: on this machine).",
+    )
     min_prompt_length: int = Field(1024, ge=0, le=16777216, description="--min-prompt-length (tokens).")
     max_prompt_length: int = Field(1024, ge=1, le=16777216, description="--max-prompt-length (tokens).")
     prefix_length: int = Field(0, ge=0, le=16777216, description="--prefix-length (shared prefix tokens).")
@@ -202,6 +238,9 @@ class ServeBenchmarkSpec(ApiModel):
          "spec.endpoint needs a tokenizer (spec.endpoint.tokenizer or spec.load.tokenizerPath) to size prompts",
          ".endpoint.tokenizer"),
         _endpoint_rule(),
+        *_hub_rules(),
+        ("!has(self.images) || !has(self.images.quantize)",
+         "spec.images.quantize is the QuantJob's quantizer image: a ServeBenchmark runs none", ".images.quantize"),
         ("!has(self.llamaBench) || !has(self.endpoint)",
          "spec.llamaBench runs llama-bench on the model's file: not with spec.endpoint", ".llamaBench"),
         # llama.cpp runs on CPU with gpus: 0 (its tensorParallelSize is always 1)

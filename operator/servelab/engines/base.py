@@ -34,6 +34,11 @@ class ServedModel:
     location: str
     tokenizer: str | None = None
     name: str = "model"  # what clients call it when the spec sets no servedModelName, if the engine allows
+    # a Hugging Face Hub source (`location` is then its repository id): the revision to pin, and the one
+    # file of it to serve (model.huggingFace.revision / .file; the engine's `hub_revision` / `hub_file`)
+    from_hub: bool = False
+    revision: str | None = None
+    hub_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,10 @@ class EngineAdapter(ABC):
     model_formats: tuple[str, ...] = ("safetensors",)
     # True: the engine takes a Hugging Face Hub id and downloads it itself; False: it needs local files
     fetches_hub_models: bool = True
+    # the server pins a Hub revision (model.huggingFace.revision) / serves one file of a Hub repository
+    # (model.huggingFace.file); a spec asking for one the engine cannot do is refused at admission
+    hub_revision: bool = False
+    hub_file: bool = False
     # program names (basename of argv[0]) of the server command: maps a container's command to its engine
     programs: tuple[str, ...] = ()
     # flags the adapter sets itself (from typed fields): `extraArgs` naming one is refused at admission

@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from servelab.api.engine import Engine
 
 
+# speculative.method -> the pinned llama-server's --spec-type (eagle, EAGLE-1, is refused at admission)
+SPEC_TYPES = {"draft-model": "draft-simple", "eagle3": "draft-eagle3",
+              "mtp": "draft-mtp", "nextn": "draft-mtp", "ngram": "ngram-mod"}  # fmt: skip
+
+
 class LlamaCppOptions(ApiModel):
     """llama.cpp-only options (`engine.llamacpp`, with engine.name: llamacpp)."""
 
@@ -38,8 +43,10 @@ class LlamaCpp(EngineAdapter):
     connection_close = True
     model_formats = ("gguf",)
     fetches_hub_models = False
+    hub_file = True  # --hf-repo ID --hf-file FILE; llama-server pins no revision (it takes the main branch)
     programs = ("llama-server",)
-    owned_flags = ("--host", "--port", "-m", "--model", "-a", "--alias")
+    owned_flags = ("--host", "--port", "-m", "--model", "-a", "--alias", "-hf", "-hfr", "--hf-repo", "-hff",
+                   "--hf-file")  # fmt: skip
     options = LlamaCppOptions
 
     def __init__(self, program: str = "llama-server") -> None:
@@ -50,6 +57,28 @@ class LlamaCpp(EngineAdapter):
             "self.name != 'llamacpp' || self.tensorParallelSize == 1",
             "engine.tensorParallelSize must be 1 for llamacpp (it splits layers with llamacpp.gpuLayers instead)",
             ".tensorParallelSize",
+        ), (
+            "self.name != 'llamacpp' || (!has(self.gpuMemoryUtilization) && !has(self.quantization) && "
+            "!has(self.dtype) && !has(self.reasoningParser) && !has(self.toolCallParser) && "
+            "(!has(self.trustRemoteCode) || !self.trustRemoteCode))",
+            "engine.gpuMemoryUtilization, quantization, dtype, reasoningParser, toolCallParser and "
+            "trustRemoteCode have no llama-server equivalent (a GGUF file fixes its types; see engine.extraArgs)",
+            "",
+        ), (
+            # llama-server (the pinned release's --spec-type): draft-simple and draft-eagle3 need a draft
+            # model (-md), draft-mtp uses the model's own MTP layers, ngram-mod none; no EAGLE-1
+            "self.name != 'llamacpp' || !has(self.speculative) || (self.speculative.method != 'eagle' && "
+            "(has(self.speculative.model) || !(self.speculative.method in ['draft-model', 'eagle3'])))",
+            "engine.speculative on llamacpp: method eagle is not supported (use eagle3, draft-model, mtp or "
+            "ngram), and draft-model and eagle3 need speculative.model (a draft GGUF path)",
+            ".speculative",
+        ), (
+            "self.name != 'llamacpp' || !has(self.speculative) || (!has(self.speculative.numSteps) && "
+            "!has(self.speculative.eagleTopk) && !has(self.speculative.numDraftTokens) && "
+            "!has(self.speculative.draftTensorParallelSize))",
+            "engine.speculative.numSteps, eagleTopk, numDraftTokens and draftTensorParallelSize are not "
+            "llamacpp options (use draftMax, draftMin)",
+            ".speculative",
         )]  # fmt: skip
 
     def default_served_name(self, model: ServedModel) -> str:
@@ -57,7 +86,11 @@ class LlamaCpp(EngineAdapter):
 
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
         opts = self.options_of(engine, LlamaCppOptions)
-        a = [self.program, "-m", model.location]
+        if model.from_hub:  # llama-server downloads the GGUF itself (HF_TOKEN from the environment)
+            a = [self.program, "--hf-repo", model.location]
+            flag(a, "--hf-file", model.hub_file)
+        else:
+            a = [self.program, "-m", model.location]
         flag(a, "-c", engine.max_model_len)
         flag(a, "-ngl", opts.gpu_layers)
         flag(a, "-np", opts.parallel_slots)
@@ -70,9 +103,11 @@ class LlamaCpp(EngineAdapter):
         flag(a, "-ctv", engine.kv_cache_dtype)
         if engine.speculative:
             s = engine.speculative
+            a += ["--spec-type", SPEC_TYPES.get(s.method, s.method)]
             flag(a, "-md", s.model)
-            flag(a, "--draft-max", s.draft_max or s.num_speculative_tokens)
-            flag(a, "--draft-min", s.draft_min)
+            ngram = "ngram-mod" if s.method == "ngram" else "draft"  # --spec-{ngram-mod,draft}-n-{max,min}
+            flag(a, f"--spec-{ngram}-n-max", s.draft_max or s.num_speculative_tokens)
+            flag(a, f"--spec-{ngram}-n-min", s.draft_min)
         a += ["--host", host, "--port", str(port), "--metrics"]
         return a + list(engine.extra_args)
 

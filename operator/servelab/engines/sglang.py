@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from servelab.engines.base import EngineAdapter, MetricNames, ServedModel, flag, flag_value, get_json
+from servelab.engines.base import CelRule, EngineAdapter, MetricNames, ServedModel, flag, flag_value, get_json
 
 if TYPE_CHECKING:
     from servelab.api.engine import Engine
@@ -37,11 +37,29 @@ class Sglang(EngineAdapter):
     owned_flags = ("--host", "--port", "--served-model-name", "--model-path", "--model", "--tokenizer-path",
                    "--api-key")  # fmt: skip
 
+    hub_revision = True  # --revision
+
+    def engine_rules(self) -> list[CelRule]:
+        return [(
+            "self.name != 'sglang' || !has(self.speculative) || has(self.speculative.model) || "
+            "!(self.speculative.method in ['eagle3', 'draft-model'])",
+            "engine.speculative.model (the draft model) is required by sglang for methods eagle3 and "
+            "draft-model",
+            ".speculative.model",
+        ), (
+            "self.name != 'sglang' || !has(self.speculative) || (!has(self.speculative.draftMax) && "
+            "!has(self.speculative.draftMin) && !has(self.speculative.draftTensorParallelSize))",
+            "engine.speculative.draftMax, draftMin and draftTensorParallelSize are not sglang options (use "
+            "numSteps, eagleTopk, numDraftTokens)",
+            ".speculative",
+        )]  # fmt: skip
+
     def owns(self, command: list[str]) -> bool:
         return MODULE in command[:3]
 
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
         a = ["python3", "-m", MODULE, "--model-path", model.location]
+        flag(a, "--revision", model.revision)
         flag(a, "--tokenizer-path", model.tokenizer)
         if engine.tensor_parallel_size != 1:
             flag(a, "--tp-size", engine.tensor_parallel_size)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from servelab.api.base import ApiModel
-from servelab.engines.base import EngineAdapter, MetricNames, ServedModel, flag, flag_value
+from servelab.engines.base import CelRule, EngineAdapter, MetricNames, ServedModel, flag, flag_value
 
 if TYPE_CHECKING:
     from servelab.api.engine import Engine
@@ -37,12 +37,30 @@ class Vllm(EngineAdapter):
     )
     model_formats = ("safetensors", "gguf")
     programs = ("vllm",)
+    hub_revision = True  # --revision
     owned_flags = ("--host", "--port", "--served-model-name", "--model", "--tokenizer")
     options = VllmOptions
+
+    def engine_rules(self) -> list[CelRule]:
+        return [(
+            "self.name != 'vllm' || !has(self.speculative) || has(self.speculative.model) || "
+            "!(self.speculative.method in ['eagle', 'eagle3', 'draft-model'])",
+            "engine.speculative.model (the draft or EAGLE head) is required by vllm for methods eagle, eagle3 "
+            "and draft-model (mtp/nextn use the model's own layers, ngram none)",
+            ".speculative.model",
+        ), (
+            "self.name != 'vllm' || !has(self.speculative) || (!has(self.speculative.numSteps) && "
+            "!has(self.speculative.eagleTopk) && !has(self.speculative.numDraftTokens) && "
+            "!has(self.speculative.draftMax) && !has(self.speculative.draftMin))",
+            "engine.speculative.numSteps, eagleTopk, numDraftTokens, draftMax and draftMin are not vllm "
+            "options (use numSpeculativeTokens, draftTensorParallelSize)",
+            ".speculative",
+        )]  # fmt: skip
 
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
         opts = self.options_of(engine, VllmOptions)
         a = ["vllm", "serve", model.location]
+        flag(a, "--revision", model.revision)
         flag(a, "--tokenizer", model.tokenizer)
         flag(a, "--served-model-name", engine.served_model_name)
         flag(a, "--max-model-len", engine.max_model_len)

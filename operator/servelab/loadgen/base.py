@@ -21,7 +21,7 @@ from servelab.workers.perfparse import PointFigures
 class PointShape:
     """What the requests of a sweep look like (the same for every generator)."""
 
-    url: str  # the chat completions URL
+    url: str  # the endpoint URL: chat completions (messages) or completions (prompt)
     model: str  # served model name, sent as `model`
     tokenizer: str  # local tokenizer directory (prompt lengths are counted in its tokens)
     prompt_tokens: int
@@ -36,6 +36,9 @@ class PointShape:
     request_timeout: int = 600
     connect_timeout: int = 10
     api_key: str | None = field(default=None, repr=False)  # the server's, from its Secret (never logged)
+    dataset: str = "random"  # random tokens, or a data set of the generator (spec.load.dataset)
+    dataset_path: str | None = None  # its prompt file
+    stream: bool = True  # streamed responses (TTFT); False: whole responses
 
 
 class LoadGenerator(ABC):

@@ -36,7 +36,7 @@ class Evalscope(LoadGenerator):
     ) -> list[str]:
         cmd = [
             *self.command(), "perf", "--url", shape.url, "--api", "openai", "--model", shape.model,
-            "--tokenizer-path", shape.tokenizer, "--dataset", "random",
+            "--tokenizer-path", shape.tokenizer, "--dataset", shape.dataset,
             "--min-prompt-length", str(shape.min_prompt_tokens), "--max-prompt-length", str(shape.prompt_tokens),
             "--prefix-length", str(shape.prefix_length), "--max-tokens", str(shape.max_tokens),
             "--parallel", str(parallel), "--number", str(number),
@@ -46,6 +46,9 @@ class Evalscope(LoadGenerator):
         ]  # fmt: skip
         if shape.min_tokens:  # 0: not sent (an engine that refuses fields outside OpenAI's schema)
             cmd += ["--min-tokens", str(shape.min_tokens)]
+        if shape.dataset_path:
+            cmd += ["--dataset-path", shape.dataset_path]
+        cmd.append("--stream" if shape.stream else "--no-stream")
         if shape.rate:
             cmd += ["--rate", str(shape.rate)]
         if shape.temperature is not None:

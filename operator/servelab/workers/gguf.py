@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--hf-dir", type=Path, help="Hugging Face model directory to convert")
     src.add_argument("--f16", type=Path, help="an existing f16/bf16 GGUF to start from")
+    src.add_argument("--hf-repo", default=None, help="a Hugging Face Hub model to download and convert")
+    p.add_argument("--revision", default=None, help="the --hf-repo branch, tag or commit")
     p.add_argument("--out", type=Path, required=True, help="output directory for GGUFs and logs")
     p.add_argument(
         "--types",
@@ -58,8 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help="llama-quantize types; append +imatrix to use the importance matrix (IQ4_XS+imatrix)",
     )
-    p.add_argument("--imatrix-text", type=Path, help="calibration text for llama-imatrix")
-    p.add_argument("--eval-text", type=Path, help="text for llama-perplexity (skipped when absent)")
+    p.add_argument("--imatrix-text", help="calibration text for llama-imatrix (a file, or hf:ID[:SUBSET]@SPLIT"
+                   "[#COLUMN], a Hub data set's split)")  # fmt: skip
+    p.add_argument("--eval-text", help="text for llama-perplexity (skipped when absent; a file or hf:...)")
     p.add_argument("--leave-output-tensor", action="store_true", help="keep output.weight unquantized")
     p.add_argument("--ctx", type=int, default=256, help="context for imatrix and perplexity (-c)")
     p.add_argument("--chunks", type=int, default=None, help="perplexity chunks (--chunks; default: all)")
@@ -105,7 +108,19 @@ def _perplexity(cmd: list[Any], log: Path, *, kld: bool, attempts: int = 3) -> s
     return output
 
 
+def fetch_inputs(args: argparse.Namespace) -> None:
+    """Hub inputs made local: the model repository (HF cache) and data set splits as text files."""
+    from servelab.workers import hub
+
+    if args.hf_repo:
+        args.hf_dir = hub.download_model(args.hf_repo, args.revision)
+    for name in ("imatrix_text", "eval_text"):
+        if getattr(args, name) is not None:
+            setattr(args, name, hub.resolve_text(str(getattr(args, name))))
+
+
 def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    fetch_inputs(args)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"

@@ -69,10 +69,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prefix-length", type=int, default=0, help="shared prompt prefix in tokens (prefix cache)"
     )
-    p.add_argument("--min-tokens", type=int, default=None, help="--min-tokens sent (default: --max-tokens)")
+    p.add_argument("--min-tokens", type=int, default=None,
+                   help="--min-tokens sent (default: --max-tokens with ignore_eos, else none)")  # fmt: skip
     p.add_argument("--rate", type=float, default=None, help="requests per second (default: no pacing)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     p.add_argument("--no-ignore-eos", action="store_true", help="do not send ignore_eos")
+    p.add_argument(
+        "--dataset", default="random", help="prompts: random tokens, or an evalscope perf data set"
+    )
+    p.add_argument("--dataset-path", default=None, help="the data set's prompt file")
+    p.add_argument("--endpoint", choices=["chat", "completions"], default="chat",
+                   help="/v1/chat/completions (messages) or /v1/completions (prompt)")  # fmt: skip
+    p.add_argument("--no-stream", action="store_true", help="ask for whole responses (no TTFT of its own)")
     p.add_argument("--min-success-rate", type=float, default=1.0, help="validity threshold, 0..1")
     p.add_argument(
         "--engine",
@@ -135,18 +143,26 @@ def detect_engine(root: str, snapshot: dict[str, float] | None) -> str:
     return "other"
 
 
+def endpoint_url(args: argparse.Namespace) -> str:
+    """The URL requests go to: the chat completions URL, or /v1/completions with --endpoint completions."""
+    url = chat_url(args.url)
+    return url.removesuffix("chat/completions") + "completions" if args.endpoint == "completions" else url
+
+
 def point_shape(args: argparse.Namespace, engine: str) -> PointShape:
     headers = list(args.header)
     connection_close = engine in ENGINES and engines.get(engine).connection_close
     if connection_close and not any(h.lower().startswith("connection=") for h in headers):
         headers.append("Connection=close")
     return PointShape(
-        url=chat_url(args.url), model=args.model, tokenizer=str(args.tokenizer_path),
+        url=endpoint_url(args), model=args.model, tokenizer=str(args.tokenizer_path),
         prompt_tokens=args.prompt_tokens,
         min_prompt_tokens=args.prompt_tokens if args.min_prompt_tokens is None else args.min_prompt_tokens,
         prefix_length=args.prefix_length, max_tokens=args.max_tokens,
-        min_tokens=args.max_tokens if args.min_tokens is None else args.min_tokens,
+        # min = max only where ignore_eos asks for exactly max_tokens outputs
+        min_tokens=(0 if args.no_ignore_eos else args.max_tokens) if args.min_tokens is None else args.min_tokens,
         ignore_eos=not args.no_ignore_eos, rate=args.rate, temperature=args.temperature, headers=headers,
+        dataset=args.dataset, dataset_path=args.dataset_path, stream=not args.no_stream,
         request_timeout=args.request_timeout, connect_timeout=args.connect_timeout, api_key=api_key(),
     )  # fmt: skip
 
@@ -423,7 +439,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "kind": "perf",
         "model": args.model,
-        "url": chat_url(args.url),
+        "url": endpoint_url(args),
         "engine": engine,
         "generator": generator.name,
         "generatorVersion": generator.version,

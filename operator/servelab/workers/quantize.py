@@ -72,7 +72,10 @@ class QuantizeError(RuntimeError):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, required=True, help="Hugging Face model directory to quantize")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", type=Path, help="Hugging Face model directory to quantize")
+    src.add_argument("--hf-repo", default=None, help="a Hugging Face Hub model to download and quantize")
+    p.add_argument("--revision", default=None, help="the --hf-repo branch, tag or commit")
     p.add_argument("--method", choices=METHODS, required=True, help="quantization method")
     p.add_argument("--out", type=Path, required=True, help="output directory for the quantized checkpoint")
     p.add_argument("--name", default=None, help="variant name (default: from scheme and group, W4A16-G128)")
@@ -92,7 +95,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ignore", nargs="*", default=["lm_head"], help="modules left unquantized")
     p.add_argument("--targets", nargs="+", default=["Linear"], help="target module types/names")
-    p.add_argument("--calibration", type=Path, default=None, help="calibration data (jsonl/json/text/dir)")
+    p.add_argument("--calibration", default=None,
+                   help="calibration data (jsonl/json/text/dir, or hf:ID[:SUBSET]@SPLIT[#COLUMN])")  # fmt: skip
     p.add_argument("--num-samples", type=int, default=512, help="calibration samples")
     p.add_argument("--max-seq-length", type=int, default=2048, help="tokens per calibration sample")
     p.add_argument("--text-field", default=None, help="field of jsonl/dataset records holding the text")
@@ -100,7 +104,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--no-chat-template", action="store_true", help="do not apply the chat template to `messages`"
     )
     p.add_argument("--pipeline", default=None, help="llm-compressor calibration pipeline (default: its own)")
-    p.add_argument("--eval-text", type=Path, default=None, help="text for perplexity of base and quantized")
+    p.add_argument("--eval-text", default=None, help="text for perplexity of base and quantized (or hf:...)")
     p.add_argument("--eval-ctx", type=int, default=512, help="tokens per perplexity chunk")
     p.add_argument("--eval-chunks", type=int, default=None, help="perplexity chunks at most (default: all)")
     p.add_argument("--no-kld", action="store_true", help="skip the KL divergence against the base model")
@@ -401,8 +405,22 @@ def quantization_config(out: Path) -> dict[str, Any] | None:
     return qc if isinstance(qc, dict) else None
 
 
+def fetch_inputs(args: argparse.Namespace) -> None:
+    """Hub inputs made local (servelab.workers.hub): the model repository into the HF cache, a data set's
+    split as a .jsonl of rows (calibration; a few times --num-samples, empty rows are skipped) or as text."""
+    from servelab.workers import hub
+
+    if args.hf_repo:
+        args.model = hub.download_model(args.hf_repo, args.revision)
+    if args.calibration is not None:
+        args.calibration = hub.resolve_rows(str(args.calibration), limit=4 * args.num_samples)
+    if args.eval_text is not None:
+        args.eval_text = hub.resolve_text(str(args.eval_text))
+
+
 def run_pipeline(args: argparse.Namespace, result: dict[str, Any]) -> None:
     """Quantize and measure, filling `result` as it goes (so a crash still publishes what was done)."""
+    fetch_inputs(args)
     out: Path = args.out
     scheme_name = (args.scheme or DEFAULT_SCHEME[args.method]).upper()
     result["scheme"] = scheme_name
@@ -434,7 +452,10 @@ def run_pipeline(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
     chunks: list[list[int]] | None = None
     base_logprobs: list[Any] | None = None
-    base = QuantVariantResult(name="BASE", path=str(args.model), size_bytes=_weights_size(args.model))
+    # a Hub model's base is the repository (what a scoring server loads), not this pod's cached copy
+    base = QuantVariantResult(
+        name="BASE", path=args.hf_repo or str(args.model), size_bytes=_weights_size(args.model)
+    )
     if args.eval_text is not None:
         chunks = eval_chunks(
             tokenizer, args.eval_text.read_text(encoding="utf-8"), args.eval_ctx, args.eval_chunks
