@@ -67,6 +67,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="manifest to run (default: the tiny GGUF comparison)")  # fmt: skip
 
 
+def measurement_notes(runs: Path, loads: list[float]) -> list[str]:
+    """Whether the machine could measure: its load average over the run against its cores, and per
+    benchmark the points whose repetitions disagreed (unstable) or whose client was at its limit."""
+    cores = os.cpu_count() or 1
+    peak = max(loads)
+    notes = [f"machine: {cores} cores, load average {' -> '.join(f'{x:.1f}' for x in loads)}"
+             + (f": busier than its cores ({peak / cores:.1f} runnable per core), so load points share "
+                "the CPUs with other work" if peak > cores else "")]  # fmt: skip
+    for path in sorted(runs.glob("*/status.json")):
+        body = json.loads(path.read_text())
+        if body.get("kind") != "ServeBenchmark":
+            continue
+        points = (body.get("status") or {}).get("results") or []
+        unstable = [p for p in points if p.get("unstable")]
+        bound = [p for p in points if p.get("label") == "client-bound"]
+        name = body.get("metadata", {}).get("name", path.parent.name)
+        if not unstable and not bound:
+            notes.append(f"{name}: all {len(points)} points repeatable within spec.load.maxRelativeSpread")
+            continue
+        notes.append(
+            f"{name}: too busy to measure {len(unstable)} of {len(points)} points (repetitions disagree: c="
+            f"{', '.join(str(p['concurrency']) for p in unstable) or '-'}), {len(bound)} client-bound; "
+            "read those as noise, not a trend"
+        )
+    return notes
+
+
 def run(args: argparse.Namespace) -> int:
     from servelab.local.cli import execute
     from servelab_dev.tinymodel import ensure_tiny_model
@@ -84,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     resources = load_manifests(args.manifest)
     for res in resources:
         res.spec()
+    loads = [os.getloadavg()[0]]
     rc = execute(resources, runs)
+    loads.append(os.getloadavg()[0])
+    for note in measurement_notes(runs, loads):
+        print(f"measurement: {note}")
     print(f"servelab demo finished in {time.monotonic() - t0:.0f}s (exit {rc})")
     return rc

@@ -195,6 +195,8 @@ def compile_benchmark(
             shape.append("--allow-client-bound")
         if launch is not None:  # the server's concurrency limit is read from it (and from the server)
             shape += ["--server-command", json.dumps(launch.command)]
+        if load.repetitions > 1:  # each point runs again on fresh prompts; its figures carry mean ± sd
+            shape += ["--repetitions", str(load.repetitions), "--max-relative-spread", str(load.max_relative_spread)]
         if load.warmup_requests:  # once per sweep, before its first point
             steps.append(WorkerStep(
                 id="warmup", title=f"warm-up ({load.warmup_requests} requests)",
@@ -212,9 +214,10 @@ def compile_benchmark(
                 argv=["servelab", "worker", "perf", *shape, *metrics, "--parallel", str(p), "--number", str(n),
                       "--dataset-offset", str(offset), "--min-success-rate", str(load.min_success_rate),
                       "--warmup-requests", "0", "--out", f"{artifacts}/load-{i}"],
-                result="points", timeout_seconds=load.point_timeout_seconds, image_name=generator.image,
+                result="points", timeout_seconds=load.point_timeout_seconds * load.repetitions,
+                image_name=generator.image,
             ))  # fmt: skip
-            offset += n
+            offset += n * load.repetitions
     if spec.context_sweep:
         sweep = spec.context_sweep
         steps.append(WorkerStep(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from servelab.api.quantjob import QuantJobStatus
+from servelab.api.results import Spread
 from servelab.api.servebenchmark import ServeBenchmarkStatus
 
 HEADER = ["Conc.", "Reqs", "RPS", "Avg Lat.(s)", "P99 Lat.(s)", "Gen. toks/s", "Avg TTFT(s)", "P99 TTFT(s)",
@@ -23,19 +24,34 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([*out, line])
 
 
+def _pm(value: float | None, spread: Spread | None, digits: int) -> str:
+    """A figure, with its sd over the point's repetitions when it was repeated ("512.3 ± 8.1")."""
+    if spread is None or len(spread.samples) < 2:
+        return _f(value, digits)
+    return f"{_f(value, digits)} ± {spread.sd:.{digits}f}"
+
+
 def load_table(status: ServeBenchmarkStatus) -> str:
-    """The seeds' table, with what limited each point (its label; the figures behind it below)."""
+    """The seeds' table, with what limited each point (its label; the figures behind it below). A repeated
+    point shows mean ± sd of tok/s, TTFT and TPOT over its repetitions (percentiles over all its requests)
+    and, when they disagree beyond spec.load.maxRelativeSpread, `unstable` in its label column."""
     rows, notes = [], []
     for r in status.results:
         rate = f"{r.success_rate * 100:.1f}%" + ("" if r.valid else " INVALID")
+        sp = r.spread
+        tps = _pm(sp.output_tokens_per_second.mean if sp and sp.output_tokens_per_second else
+                  r.output_tokens_per_second, sp.output_tokens_per_second if sp else None, 2)  # fmt: skip
+        label = (r.label or "-") + (" unstable" if r.unstable else "")
         rows.append([
             str(r.concurrency), str(r.requests), _f(r.rps, 2), _f(r.avg_latency_seconds), _f(r.p99_latency_seconds),
-            _f(r.output_tokens_per_second, 2), _f(r.avg_ttft_seconds), _f(r.p99_ttft_seconds),
-            _f(r.avg_tpot_seconds, 4), _f(r.p99_tpot_seconds, 4), rate, _f(r.client_cpu, 2),
-            _f(r.sustained_concurrency, 2), r.label or "-",
+            tps, _pm(r.avg_ttft_seconds, sp.ttft_seconds if sp else None, 3), _f(r.p99_ttft_seconds),
+            _pm(r.avg_tpot_seconds, sp.tpot_seconds if sp else None, 4), _f(r.p99_tpot_seconds, 4), rate,
+            _f(r.client_cpu, 2), _f(r.sustained_concurrency, 2), label,
         ])  # fmt: skip
         if r.label_reason:
             notes.append(f"  c={r.concurrency} {r.label}: {r.label_reason}")
+        if r.unstable_reason:
+            notes.append(f"  c={r.concurrency} unstable over {r.repetitions} repetitions: {r.unstable_reason}")
     return "\n".join([_table(HEADER, rows), *notes])
 
 
@@ -121,7 +137,7 @@ def chart(benchmarks: dict[str, ServeBenchmarkStatus], path: Path) -> Path | Non
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name, status in benchmarks.items():
-        rows = [r for r in status.results if r.valid]
+        rows = [r for r in status.results if r.valid and not r.unstable]  # an unstable point is no trend
         if not rows:
             continue
         xs = [r.concurrency for r in rows]

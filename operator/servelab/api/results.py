@@ -54,6 +54,25 @@ class PointPercentiles(ApiModel):
     latency_seconds: LatencyPercentiles | None = None
 
 
+class Spread(ApiModel):
+    """One figure over a point's repetitions: mean ± sample standard deviation (llama-bench's ±)."""
+
+    mean: float = Field(..., description="Mean of the repetitions' values.")
+    sd: float = Field(0, ge=0, description="Their sample standard deviation (n-1); 0 for one repetition.")
+    relative: float | None = Field(None, ge=0, description="sd / mean (coefficient of variation).")
+    samples: list[float] = Field(
+        default_factory=list, max_length=100, description="The value of each repetition, in order."
+    )
+
+
+class PointSpread(ApiModel):
+    """How a point's repetitions agree: per-repetition output tok/s, mean TTFT and mean TPOT."""
+
+    output_tokens_per_second: Spread | None = None
+    ttft_seconds: Spread | None = None
+    tpot_seconds: Spread | None = None
+
+
 class LoadPointResult(ApiModel):
     """One row of the results table: one evalscope perf run at a fixed concurrency."""
 
@@ -121,6 +140,18 @@ class LoadPointResult(ApiModel):
     server_concurrency_flag: str | None = Field(
         None, description="What sets that limit, e.g. llama-server -np 1 (total_slots 1)."
     )
+    repetitions: int | None = Field(
+        None, ge=1, description="Times the point ran (spec.load.repetitions); requests counts them all."
+    )
+    spread: PointSpread | None = Field(
+        None, description="Mean ± sd over the repetitions (percentiles are over all their requests)."
+    )
+    unstable: bool | None = Field(
+        None,
+        description="True when the repetitions disagree beyond spec.load.maxRelativeSpread: the point is "
+        "noise, not a trend (it stays in the table, out of the saturation verdict and the chart's lines).",
+    )
+    unstable_reason: str | None = Field(None, description="Which figures disagreed, and by how much.")
     valid: bool = Field(True, description="False when the point failed a validity check (see reason).")
     reason: str | None = Field(None, description="Why the point is invalid, when it is.")
     artifacts: str | None = Field(None, description="Where the point's full evalscope output is.")

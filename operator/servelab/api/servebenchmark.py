@@ -179,6 +179,20 @@ class Load(ApiModel):
         1.0, ge=0, le=1, description="A point below this success rate is invalid."
     )
     point_timeout_seconds: int = Field(3600, ge=10, le=604800, description="Time limit of one point.")
+    repetitions: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Times each point runs (fresh prompts each time); its figures carry mean ± sd over them "
+        "and its percentiles are over all their requests.",
+    )
+    max_relative_spread: float = Field(
+        0.1,
+        gt=0,
+        le=10,
+        description="A repeated point whose output tok/s, mean TTFT or mean TPOT varies by more than this "
+        "(sd / mean) across its repetitions is flagged unstable.",
+    )
 
 
 class ContextSweep(ApiModel):

@@ -258,7 +258,9 @@ def label_sweep(points: list[Any]) -> None:
     the last valid point below it, sustained by the server (>= 0.8 of it), whose output throughput
     changes by -25%..+10% (a plateau; a bigger fall is noise or a collapse, not saturation). `points`
     are LoadPointResult (label, labelReason set in place)."""
-    ordered = sorted((p for p in points if p.output_tokens_per_second), key=lambda p: p.concurrency)
+    # an unstable point (its repetitions disagree) is noise, not a trend: neither judged nor a reference
+    ordered = sorted((p for p in points if p.output_tokens_per_second and not getattr(p, "unstable", None)),
+                     key=lambda p: p.concurrency)  # fmt: skip
     for i, p in enumerate(ordered):
         if p.label not in ("ok", "saturated"):
             continue

@@ -26,10 +26,13 @@ result is published either way.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +53,7 @@ from servelab.workers.common import (
     wait_ready,
     warm_up,
 )
-from servelab.workers.perfparse import PointFigures
+from servelab.workers.perfparse import PointFigures, merge_figures, point_spread
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -120,6 +123,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the server's command line (JSON list): where its concurrency limit is read from")  # fmt: skip
     p.add_argument("--allow-client-bound", action="store_true",
                    help="a point whose client was at its own limit stays valid (labelled client-bound)")  # fmt: skip
+    p.add_argument("--repetitions", type=int, default=1,
+                   help="run each point this many times (fresh prompts each); figures carry mean ± sd")  # fmt: skip
+    p.add_argument("--max-relative-spread", type=float, default=0.1,
+                   help="a repeated point whose tok/s, TTFT or TPOT sd exceeds this share of the mean is unstable")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="publish after each point and, after a restart, keep the points an interrupted run of "
+                        "the same sweep finished (OUT/sweep-state.json): one client process for a whole sweep")  # fmt: skip
     p.add_argument("--warmup-only", action="store_true",
                    help="send the warm-up requests and publish how many succeeded; measure nothing")  # fmt: skip
 
@@ -302,7 +312,34 @@ def judge(
     return reasons
 
 
-def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class Rep:
+    """One repetition of a point: what its client measured and what limited it."""
+
+    figures: PointFigures | None
+    point_dir: Path | None
+    warnings: list[str]
+    headroom: Headroom
+    label: str
+    reason: str | None
+    ran: Ran
+    monitor: ProcessMonitor
+    gauges: engine_metrics.GaugeSampler | None
+
+
+def worst(reps: list[Rep]) -> Rep:
+    """The repetition whose limits speak for the point: the first client-bound one (its figures are the
+    client's), else the first server-capped one, else the one whose client was busiest."""
+    for wanted in ("client-bound", "server-capped"):
+        for r in reps:
+            if r.figures is not None and r.label == wanted:
+                return r
+    return max(reps, key=lambda r: (r.figures is not None, r.headroom.client_busy or 0.0))
+
+
+def run_sweep(
+    args: argparse.Namespace, publish: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
     if len(args.parallel) != len(args.number):
         raise SystemExit("--parallel and --number need the same number of values")
     out: Path = args.out
@@ -331,30 +368,85 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     points: list[LoadPointResult] = []
     details: list[dict[str, Any]] = []
     offset = args.dataset_offset
-    for parallel, number in zip(args.parallel, args.number, strict=True):
-        generator.prepare(out, parallel, number)
+    shape = point_shape(args, engine)
+    repetitions = max(1, getattr(args, "repetitions", 1))
+
+    def sweep_result() -> dict[str, Any]:
+        return {
+            "kind": "perf",
+            "model": args.model,
+            "url": endpoint_url(args),
+            "engine": engine,
+            "generator": generator.name,
+            "generatorVersion": generator.version,
+            "promptTokens": args.prompt_tokens,
+            "maxTokens": args.max_tokens,
+            "ignoreEos": not args.no_ignore_eos,
+            "valid": all(p.valid for p in points),
+            "warmupRequestsOk": warmup_ok,
+            "points": [p.to_wire() for p in points],
+            "warnings": {
+                f"p{d['concurrency']}-n{d['requests']}": d["warnings"] for d in details if d["warnings"]
+            },
+            "artifacts": str(out),
+        }
+
+    state_path, key = out / "sweep-state.json", sweep_key(args)
+    done = load_state(state_path, key) if getattr(args, "resume", False) else []
+    for i, (parallel, number) in enumerate(zip(args.parallel, args.number, strict=True)):
+        if i < len(done):  # finished before a restart: kept, not measured again
+            points.append(LoadPointResult.model_validate(done[i]["point"]))
+            details.append(done[i]["detail"])
+            offset += number * repetitions
+            continue
         before = engine_metrics.scrape(metrics_url) if metrics_url else None
-        shape = point_shape(args, engine)
-        cmd = generator.point_command(shape, parallel, number, offset, out)
-        gauges = engine_metrics.GaugeSampler(metrics_url).start() if sample_gauges and metrics_url else None
-        try:
-            ran, monitor = run_monitored(cmd, out / "logs" / f"perf-p{parallel}-n{number}.log",
-                                         {**env, **generator.environment(shape)})  # fmt: skip
-        finally:
-            if gauges is not None:
-                gauges.stop()
+        reps: list[Rep] = []
+        for r in range(repetitions):  # the same point again, on fresh prompts (offset), one client each
+            rout = out if repetitions == 1 else out / f"rep-{r + 1}"
+            suffix = "" if repetitions == 1 else f"-r{r + 1}"
+            generator.prepare(rout, parallel, number)
+            cmd = generator.point_command(shape, parallel, number, offset, rout)
+            gauges = (
+                engine_metrics.GaugeSampler(metrics_url).start() if sample_gauges and metrics_url else None
+            )
+            try:
+                ran, monitor = run_monitored(cmd, out / "logs" / f"perf-p{parallel}-n{number}{suffix}.log",
+                                             {**env, **generator.environment(shape)})  # fmt: skip
+            finally:
+                if gauges is not None:
+                    gauges.stop()
+            offset += number
+            figs, pdir, warns = generator.parse_point(rout, parallel, number)
+            room = measure_headroom(figs, parallel, generator, monitor, gauges, limit, bool(args.rate))
+            lab, why = label(room, parallel, gauges is not None)
+            reps.append(Rep(figs, pdir, warns + room.notes, room, lab, why, ran, monitor, gauges))
         after = engine_metrics.scrape(metrics_url) if metrics_url else None
-        offset += number
-        figures, point_dir, warnings = generator.parse_point(out, parallel, number)
-        headroom = measure_headroom(figures, parallel, generator, monitor, gauges, limit, bool(args.rate))
-        warnings += headroom.notes
+        measured = [r.figures for r in reps if r.figures is not None]
+        figures = merge_figures(measured) if measured else None
+        chosen = worst(reps)
+        headroom, monitor, gauges = chosen.headroom, chosen.monitor, chosen.gauges
+        if repetitions > 1:
+            sustained = [r.headroom.sustained for r in reps if r.headroom.sustained is not None]
+            headroom.sustained = round(sum(sustained) / len(sustained), 3) if sustained else None
+        warnings = [w for i, r in enumerate(reps)
+                    for w in (r.warnings if repetitions == 1 else [f"repetition {i + 1}: {x}" for x in r.warnings])]  # fmt: skip
+        if figures is not None and len(measured) < repetitions:
+            warnings.append(f"{repetitions - len(measured)} of {repetitions} repetitions produced no results")
+        rc = next((r.ran.returncode for r in reps if r.ran.returncode != 0), 0)
+        if figures is not None and len(measured) < repetitions and rc == 0:
+            rc = -1
+        point_dir = chosen.point_dir or next((r.point_dir for r in reps if r.point_dir), None)
+        spread, unstable_reason = (
+            point_spread(measured, args.max_relative_spread) if repetitions > 1 and measured else (None, None)
+        )
         point_label: str | None
-        point_label, label_reason = label(headroom, parallel, gauges is not None)
+        point_label, label_reason = chosen.label, chosen.reason
         if figures is None:
             point_label, label_reason = None, None
         bound = label_reason if point_label == "client-bound" else None
-        reasons = judge(figures, number, args, model_problem, ran.returncode, bound)
-        f = figures or PointFigures(total=number, failed=0)  # nothing was measured: no counts to report
+        requested = number * repetitions
+        reasons = judge(figures, requested, args, model_problem, rc, bound)
+        f = figures or PointFigures(total=requested, failed=0)  # nothing was measured: no counts to report
         server = engine_metrics.server_deltas(before, after, f.duration_seconds)
         if server is not None and (headroom.running_max is not None or headroom.waiting_max is not None):
             server.running_max, server.waiting_max = headroom.running_max, headroom.waiting_max
@@ -368,10 +460,10 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         attainment, good_rps, good_tps = goodput(f, args) if figures is not None else (None, None, None)
         point = LoadPointResult(
             concurrency=parallel,
-            requests=number,
+            requests=requested,
             succeeded=f.succeeded,
-            failed=max(number - f.succeeded, f.failed) if figures is not None else 0,
-            success_rate=min(1.0, f.succeeded / number) if number else 0.0,
+            failed=max(requested - f.succeeded, f.failed) if figures is not None else 0,
+            success_rate=min(1.0, f.succeeded / requested) if requested else 0.0,
             duration_seconds=f.duration_seconds,
             rps=f.rps,
             avg_latency_seconds=f.avg_latency_seconds,
@@ -404,6 +496,10 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             sustained_concurrency=headroom.sustained,
             server_concurrency_limit=headroom.server_limit,
             server_concurrency_flag=headroom.server_flag,
+            repetitions=repetitions if repetitions > 1 else None,
+            spread=spread,
+            unstable=(unstable_reason is not None) if spread is not None else None,
+            unstable_reason=unstable_reason,
             valid=not reasons,
             reason="; ".join(reasons) or None,
             artifacts=str(point_dir) if point_dir else None,
@@ -412,8 +508,21 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         detail = {
             "concurrency": parallel,
             "requests": number,
-            "evalscopeRc": ran.returncode,
-            "evalscopeSeconds": round(ran.seconds, 3),
+            "evalscopeRc": rc,
+            "evalscopeSeconds": round(sum(r.ran.seconds for r in reps), 3),
+            "repetitions": [
+                {
+                    "rc": r.ran.returncode,
+                    "seconds": round(r.ran.seconds, 3),
+                    "label": r.label,
+                    "outputTokensPerSecond": r.figures.output_tokens_per_second if r.figures else None,
+                    "avgTtftSeconds": r.figures.avg_ttft_seconds if r.figures else None,
+                    "avgTpotSeconds": r.figures.avg_tpot_seconds if r.figures else None,
+                    "clientCpu": r.headroom.client_cpu,
+                    "clientBusy": r.headroom.client_busy,
+                }
+                for r in reps
+            ],
             "client": {
                 "cpu": headroom.client_cpu,
                 "busy": headroom.client_busy,
@@ -436,24 +545,30 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         (out / "points" / f"p{parallel}-n{number}.json").write_text(
             json.dumps({"point": point.to_wire(), **detail}, indent=2) + "\n"
         )
-    return {
-        "kind": "perf",
-        "model": args.model,
-        "url": endpoint_url(args),
-        "engine": engine,
-        "generator": generator.name,
-        "generatorVersion": generator.version,
-        "promptTokens": args.prompt_tokens,
-        "maxTokens": args.max_tokens,
-        "ignoreEos": not args.no_ignore_eos,
-        "valid": all(p.valid for p in points),
-        "warmupRequestsOk": warmup_ok,
-        "points": [p.to_wire() for p in points],
-        "warnings": {
-            f"p{d['concurrency']}-n{d['requests']}": d["warnings"] for d in details if d["warnings"]
-        },
-        "artifacts": str(out),
-    }
+        state = {
+            "key": key,
+            "points": [{"point": q.to_wire(), "detail": d} for q, d in zip(points, details, strict=True)],
+        }
+        state_path.write_text(json.dumps(state) + "\n")
+        if publish is not None and i + 1 < len(args.parallel):  # a partial result after each point
+            publish({**sweep_result(), "partial": True})
+    return sweep_result()
+
+
+def sweep_key(args: argparse.Namespace) -> str:
+    """What identifies a sweep for --resume: its points and request shape (not how long it waited)."""
+    keep = {k: v for k, v in sorted(vars(args).items()) if k not in ("wait_ready", "resume", "result")}
+    return hashlib.sha256(json.dumps(keep, default=str, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_state(path: Path, key: str) -> list[dict[str, Any]]:
+    """The points an interrupted run of the same sweep finished ({point, detail} each, in order)."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    done: list[dict[str, Any]] = state.get("points", []) if state.get("key") == key else []
+    return done
 
 
 def format_table(points: list[dict[str, Any]]) -> str:
@@ -493,7 +608,7 @@ def run(args: argparse.Namespace) -> int:
         sink.publish({"kind": "warmup", "warmupRequests": args.warmup_requests, "warmupRequestsOk": ok})
         print(f"warm-up: {ok}/{args.warmup_requests} requests succeeded")
         return 0
-    result = run_sweep(args)
+    result = run_sweep(args, publish=sink.publish if args.resume else None)
     result["durationSeconds"] = round(time.monotonic() - started, 3)
     sink.publish(result)
     print(format_table(result["points"]))

@@ -12,12 +12,14 @@ when the database is missing.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from servelab.api.results import PointSpread, Spread
 from servelab.workers.common import finite, mean, percentile
 
 # canonical name -> [(summary key, factor to seconds / plain units), ...], newest first
@@ -266,3 +268,93 @@ def parse_point_dir(point_dir: Path) -> PointFigures:
     figures = figures_from_json(summary, percentiles)
     figures.warnings.append("benchmark_data.db missing; figures from benchmark_summary.json")
     return figures
+
+
+def merge_figures(reps: list[PointFigures]) -> PointFigures:
+    """One point's figures from its repetitions: counts and token sums add up, the duration is the measured
+    load time (sum), means and percentiles are over all requests of all repetitions (never averaged
+    percentiles), and the rates (RPS, tok/s) are the mean of the repetitions' rates (the `mean` of their
+    spread). Figures read from a summary alone (no per-request records) give weighted means, no p99."""
+    if len(reps) == 1:
+        return reps[0]
+    f = PointFigures(source="+".join(sorted({r.source for r in reps})))
+    for i, r in enumerate(reps):
+        f.total += r.total
+        f.succeeded += r.succeeded
+        f.failed += r.failed
+        f.sum_prompt_tokens += r.sum_prompt_tokens
+        f.sum_output_tokens += r.sum_output_tokens
+        f.output_token_counts += r.output_token_counts
+        f.requests += r.requests
+        f.timings += r.timings
+        f.ttfts += r.ttfts
+        f.tpots += r.tpots
+        f.latencies += r.latencies
+        f.warnings += [f"repetition {i + 1}: {w}" for w in r.warnings]
+    durations = [r.duration_seconds for r in reps if r.duration_seconds is not None]
+    f.duration_seconds = sum(durations) if durations else None
+
+    def rate(name: str) -> float | None:
+        values = [v for r in reps if (v := getattr(r, name)) is not None]
+        return mean(values) if values else None
+
+    def weighted(name: str) -> float | None:
+        pairs = [(v, r.succeeded) for r in reps if (v := getattr(r, name)) is not None and r.succeeded]
+        n = sum(w for _, w in pairs)
+        return sum(v * w for v, w in pairs) / n if n else None
+
+    f.rps = rate("rps")
+    f.output_tokens_per_second = rate("output_tokens_per_second")
+    f.total_tokens_per_second = rate("total_tokens_per_second")
+    records = all(r.source == "db" or r.requests for r in reps)  # every repetition kept per-request records
+    if records:
+        f.avg_latency_seconds, f.p99_latency_seconds = mean(f.latencies), percentile(f.latencies, 99)
+        f.avg_ttft_seconds, f.p99_ttft_seconds = mean(f.ttfts), percentile(f.ttfts, 99)
+        f.avg_tpot_seconds, f.p99_tpot_seconds = mean(f.tpots), percentile(f.tpots, 99)
+    else:
+        f.avg_latency_seconds = weighted("avg_latency_seconds")
+        f.avg_ttft_seconds = weighted("avg_ttft_seconds")
+        f.avg_tpot_seconds = weighted("avg_tpot_seconds")
+        f.warnings.append("a repetition kept no per-request records: means weighted, no p99 over the point")
+    f.avg_input_tokens = weighted("avg_input_tokens")
+    f.avg_output_tokens = (
+        mean([float(o) for o in f.output_token_counts])
+        if f.output_token_counts
+        else weighted("avg_output_tokens")
+    )
+    return f
+
+
+# sd below these never makes a point unstable: a millisecond of TTFT noise is not a trend either way
+SPREAD_FLOORS = {"output_tokens_per_second": 0.0, "ttft_seconds": 0.001, "tpot_seconds": 0.0001}
+
+
+def spread_of(values: list[float]) -> Spread | None:
+    """Mean ± sample sd (n-1, as llama-bench) of the repetitions' values."""
+    if not values:
+        return None
+    m = sum(values) / len(values)
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return Spread(mean=m, sd=sd, relative=sd / m if m > 0 else None, samples=list(values))
+
+
+def point_spread(reps: list[PointFigures], max_relative: float) -> tuple[PointSpread, str | None]:
+    """The spread of a point's repetitions, and why they disagree (None: they agree within max_relative)."""
+    got = {
+        "output_tokens_per_second": spread_of(
+            [r.output_tokens_per_second for r in reps if r.output_tokens_per_second is not None]
+        ),
+        "ttft_seconds": spread_of([r.avg_ttft_seconds for r in reps if r.avg_ttft_seconds is not None]),
+        "tpot_seconds": spread_of([r.avg_tpot_seconds for r in reps if r.avg_tpot_seconds is not None]),
+    }
+    names = {"output_tokens_per_second": ("output tok/s", 1), "ttft_seconds": ("mean TTFT", 4),
+             "tpot_seconds": ("mean TPOT", 5)}  # fmt: skip
+    why = []
+    for key, s in got.items():
+        if s is None or len(s.samples) < 2 or s.relative is None:
+            continue
+        if s.relative > max_relative and s.sd > SPREAD_FLOORS[key]:
+            label, digits = names[key]
+            why.append(f"{label} {s.mean:.{digits}f} ± {s.sd:.{digits}f} (sd {s.relative:.0%} of the mean "
+                       f"> {max_relative:.0%}; runs {', '.join(f'{v:.{digits}f}' for v in s.samples)})")  # fmt: skip
+    return PointSpread(**got), "; ".join(why) or None
