@@ -105,7 +105,9 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     settings.watching.server_timeout = SETTINGS.server_timeout
     settings.watching.client_timeout = SETTINGS.client_timeout
     settings.networking.request_timeout = SETTINGS.request_timeout
-    settings.queueing.worker_limit = SETTINGS.worker_limit
+    # no limit on kopf's per-object workers: with indexes, each waits until every object is indexed, so a
+    # limit below the number of objects would deadlock the start (the API calls are bounded by Kube's pool)
+    settings.queueing.worker_limit = None
     # kopf's own log lines stay in the log; Events are what servelab posts (kopf.event), and warnings
     settings.posting.level = logging.WARNING
     _owners.clear()
@@ -115,7 +117,13 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     def changed(uid: str) -> None:  # from the watch threads
         loop.call_soon_threadsafe(_notify, uid)
 
-    kube = Kube(load_config(), SETTINGS, on_change=changed, watch_api=load_config(pool=8))
+    kube = Kube(
+        load_config(),
+        SETTINGS,
+        on_change=changed,
+        watch_api=load_config(pool=8),
+        workers=SETTINGS.worker_limit,
+    )
     _state["kube"] = kube
     # `servelab operator` says what it watches; `kopf run -n ...` watches a namespace once it holds work
     scope = os.environ.get("SERVELAB_WATCH_NAMESPACES")
