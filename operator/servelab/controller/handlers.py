@@ -303,15 +303,20 @@ async def _reconcile(kind: str, body: kopf.Body, me: OwnerLoop, indexes: dict[st
         _teardown_on_failure(spec, decision)
         decision.stale, decision.events = [], [e for e in decision.events if e[1] == "ChildRefused"]
         teardown = _teardown_after_write(decision)
-    wire = decision.status.to_wire()
-    written = False
-    if _material(wire) != _material(stored):
-        await _write_decided(body, owner, me, _status_patch(decision.status), stored, rv)
-        written = True
-    if written or created:  # posted once: with the status or the children that go with them
-        _emit(body, decision.events)
-    if teardown is not None:
-        await kube.apply(owner, spec, teardown)
+
+    async def finish() -> None:
+        written = False
+        if _material(decision.status.to_wire()) != _material(stored):
+            await _write_decided(body, owner, me, _status_patch(decision.status), stored, rv)
+            written = True
+        if written or created:  # posted once: with the status or the children that go with them
+            _emit(body, decision.events)
+        if teardown is not None:
+            await kube.apply(owner, spec, teardown)
+
+    # what was applied is written and announced even if the daemon is being stopped meanwhile (a final
+    # status stops it): the write, its Events and the teardown are not cancelled halfway
+    await asyncio.shield(finish())
     return decision.wake_after
 
 
@@ -395,7 +400,7 @@ async def _loop(kind: str, body: kopf.Body, stopped: kopf.DaemonStopped, logger:
 
 
 @kopf.daemon(
-    GROUP, VERSION, "servebenchmarks", when=needs_work, cancellation_backoff=2.0, cancellation_timeout=10.0
+    GROUP, VERSION, "servebenchmarks", when=needs_work, cancellation_backoff=5.0, cancellation_timeout=10.0
 )
 async def reconcile_servebenchmark(body: kopf.Body, stopped: kopf.DaemonStopped, logger: kopf.Logger,
                                    **kwargs: Any) -> None:  # fmt: skip
@@ -403,7 +408,7 @@ async def reconcile_servebenchmark(body: kopf.Body, stopped: kopf.DaemonStopped,
 
 
 @kopf.daemon(
-    GROUP, VERSION, "quantjobs", when=needs_work, cancellation_backoff=2.0, cancellation_timeout=10.0
+    GROUP, VERSION, "quantjobs", when=needs_work, cancellation_backoff=5.0, cancellation_timeout=10.0
 )
 async def reconcile_quantjob(body: kopf.Body, stopped: kopf.DaemonStopped, logger: kopf.Logger,
                              **kwargs: Any) -> None:  # fmt: skip
