@@ -203,7 +203,7 @@ INVALID: list[Case] = [
         sb({"model": r({"pvc": {"claimName": "models", "path": "a/../../b"}})}),
         "spec.model.pvc.path",
     ),
-    Case("s3-no-scheme", sb({"model": r({"s3": "bucket/model"})}), "spec.model.s3"),
+    Case("s3-model-removed", sb({"model": r({"s3": "s3://bucket/model"})}), "spec.model.s3"),
     Case("quantjobref-name", sb({"model": DELETE, "quantJobRef": {"name": "Bad"}}), "spec.quantJobRef.name"),
     # ---- load
     Case(
@@ -480,7 +480,7 @@ INVALID: list[Case] = [
     ),
     Case("qj-output-dotdot", qj({"output": {"pvc": {"path": "../../tmp/out"}}}), "spec.output.pvc.path"),
     Case("qj-output-two", qj({"output": {"path": "/out"}}), "spec.output"),
-    Case("qj-output-s3", qj({"output": r({"s3": "s3://bucket/out"})}), "spec.output.s3"),
+    Case("qj-output-s3-removed", qj({"output": r({"s3": "s3://bucket/out"})}), "spec.output.s3"),
     Case(
         "qj-calibration-pvc-dotdot",
         qj(
@@ -597,7 +597,30 @@ INVALID: list[Case] = [
     ),
     Case("qj-snake-case", qj({"output": r({"pvc": {"claim_name": "models"}})}), "spec.output.pvc.claim_name"),
     Case("qj-quoted-false", qj({"gguf": {"imatrix": "false"}}), "spec.gguf.imatrix"),
-]
+    # ---- fields an engine, a generator or a kind cannot honour (issue 9: refused, not ignored)
+    Case("hub-file-vllm", sb({"model": {"huggingFace": {"file": "m-Q4_K_M.gguf"}}}), "spec.model.huggingFace.file"),
+    Case("hub-revision-llamacpp", sb({"model": {"huggingFace": {"revision": "v1"}}, **LLAMA}),
+         "spec.model.huggingFace.revision"),
+    Case("qj-hub-file", qj({"model": {"huggingFace": {"file": "model.safetensors"}}}), "spec.model.huggingFace.file"),
+    Case("load-custom-no-path", sb({"load": {"dataset": "custom"}}), "spec.load.datasetPath"),
+    Case("load-random-with-path", sb({"load": {"datasetPath": "/p.txt"}}), "spec.load.datasetPath"),
+    Case("load-dataset-prefix", sb({"load": {"dataset": "openqa", "prefixLength": 64}}), "spec.load.prefixLength"),
+    Case("vllm-bench-no-stream", sb({"load": {"generator": "vllm-bench", "stream": False}}), "spec.load.generator"),
+    Case("vllm-eagle-no-draft", sb({"engine": {"speculative": {"method": "eagle3"}}}),
+         "spec.engine.speculative.model"),
+    Case("llamacpp-eagle1", sb({"engine": r({"name": "llamacpp", "speculative": {"method": "eagle", "model": "/d"}})}),
+         "spec.engine.speculative"),
+    Case("llamacpp-draft-no-model", sb({"engine": r({"name": "llamacpp", "speculative": {"method": "draft-model"}})}),
+         "spec.engine.speculative"),
+    Case("sglang-draft-max", sb({"engine": r({"name": "sglang", "speculative": {"method": "ngram", "draftMax": 4}})}),
+         "spec.engine.speculative"),
+    Case("llamacpp-gpu-memory", sb({"engine": r({"name": "llamacpp", "gpuMemoryUtilization": 0.9})}), "spec.engine"),
+    Case("sb-quantize-image", sb({"images": {"quantize": "q:1"}}), "spec.images.quantize"),
+    Case("endpoint-hf-token", sb({"model": DELETE, "endpoint": {"url": "http://e:8000", "servedModelName": "m",
+                                  "tokenizer": "/t"}, "hfTokenSecretRef": {"name": "hf"}}), "spec.endpoint"),
+    Case("hf-split-with-at", qj({"gguf": {"imatrix": True}, "calibration": {"source": {
+        "huggingFace": {"id": "org/data", "split": "train@x"}}}}), "spec.calibration.source.huggingFace.split"),
+]  # fmt: skip
 
 VALID: list[Case] = [
     Case("dotted-name", sb(name="qwen3.5-4b-vllm-mtp"), None),
@@ -730,7 +753,17 @@ VALID: list[Case] = [
         ),
         None,
     ),
-]
+    Case("llamacpp-hub-file", sb({"model": {"huggingFace": {"id": "org/m-GGUF", "file": "m-Q4_K_M.gguf"}},
+                                  **LLAMA}), None),
+    Case("vllm-revision", sb({"model": {"huggingFace": {"revision": "main"}}}), None),
+    Case("load-completions-custom", sb({"load": {"dataset": "custom", "datasetPath": "/p.txt",
+                                                 "endpoint": "completions", "stream": False}}), None),
+    Case("sglang-eagle-own-heads", sb({"engine": r({"name": "sglang", "speculative": {"method": "eagle"}})}), None),
+    Case("llamacpp-mtp", sb({"engine": r({"name": "llamacpp", "speculative": {"method": "mtp", "draftMax": 3}})}),
+         None),
+    Case("qj-hf-calibration", qj({"gguf": {"imatrix": True}, "calibration": {"source": {"huggingFace": {
+        "id": "Salesforce/wikitext", "subset": "wikitext-2-raw-v1", "split": "test", "column": "text"}}}}), None),
+]  # fmt: skip
 
 # Documents refused before any schema applies: (id, YAML text, what the local message must say)
 RAW_INVALID: list[tuple[str, str, str]] = [

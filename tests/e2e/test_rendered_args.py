@@ -103,3 +103,46 @@ def test_transformers_serve_accepts_rendered_command(label: str, argv: list[str]
     assert parsed["force_model"] == argv[2] and parsed["host"] == argv[argv.index("--host") + 1]
     if "--continuous-batching" in argv:
         assert parsed["continuous_batching"] is True
+
+
+def issue9_commands(engine: str) -> list[list[str]]:
+    """model.huggingFace.file / revision and every speculative method the engine is admitted with."""
+    from servelab.api.engine import Engine
+    from servelab.engines import get
+
+    model = ServedModel("org/m-GGUF", from_hub=True, hub_file="m-Q4_K_M.gguf", revision=None)
+    if engine != "llamacpp":
+        model = ServedModel("org/m", from_hub=True, revision="v1.0")
+    methods = {"llamacpp": [("draft-model", "/d.gguf"), ("eagle3", "/e.gguf"), ("mtp", None), ("ngram", None)],
+               "vllm": [("eagle3", "org/eagle3"), ("mtp", None), ("ngram", None), ("draft-model", "org/draft")],
+               "sglang": [("eagle", None), ("eagle3", "org/eagle3"), ("nextn", None), ("ngram", None)]}[engine]  # fmt: skip
+    out = [get(engine).launch(Engine(name=engine), model).command]
+    for method, draft in methods:
+        spec: dict[str, Any] = {"method": method, "model": draft, "numSpeculativeTokens": 3}
+        if engine == "llamacpp":
+            spec.update(draftMin=1)
+        out.append(
+            get(engine).launch(Engine.model_validate({"name": engine, "speculative": spec}), model).command
+        )
+    return out
+
+
+def test_hub_and_speculative_flags_are_the_pinned_engines() -> None:
+    """llama-server's --hf-repo/--hf-file and --spec-* flags are in its --help and not among the ones it
+    lists as removed (--draft-max, --draft-min); vLLM and SGLang parse --revision and --speculative-*."""
+    helptext = subprocess.run([str(llamacpp.tool("llama-server")), "--help"], capture_output=True, text=True,
+                              timeout=60).stdout  # fmt: skip
+    known = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", helptext))
+    removed = {f for line in helptext.splitlines() if "has been removed" in line
+               for f in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", line.split("the argument")[0])}  # fmt: skip
+    assert "--draft-max" in removed
+    for argv in issue9_commands("llamacpp"):
+        flags = [a for a in argv[1:] if re.fullmatch(r"--?[a-zA-Z][\w-]*", a)]
+        assert not [f for f in flags if f not in known or f in removed], argv
+    for env, module, engine in (("vllm-cpu", "servelab_dev.argcheck.vllm", "vllm"),
+                                ("sglang-args", "servelab_dev.argcheck.sglang", "sglang")):  # fmt: skip
+        envs.ensure_env(env)
+        argv = issue9_commands(engine)[1]  # --revision and the first method (a parser start costs a minute)
+        result = check(env, module, argv)
+        assert result["ok"], f"{' '.join(argv)}\n{result['error']}"
+        assert result["parsed"]["revision"] == "v1.0"
