@@ -16,10 +16,13 @@ ExtraArg = Annotated[str, Field(max_length=4096)]
 
 class SpeculativeDecoding(ApiModel):
     """Speculative decoding, rendered per engine (vLLM --speculative-config, SGLang --speculative-*,
-    llama.cpp --model-draft/--draft-*)."""
+    llama.cpp --spec-type/-md/--spec-draft-n-*); a method or option the engine cannot run is refused."""
 
     method: Literal["eagle", "eagle3", "mtp", "ngram", "draft-model", "nextn"] = Field(
-        ..., description="Algorithm."
+        ...,
+        description="Algorithm. vLLM: eagle, eagle3 and draft-model need `model`; SGLang: eagle3 and "
+        "draft-model; llama.cpp (--spec-type): draft-model and eagle3 need `model` (a GGUF), mtp/nextn use "
+        "the model's own MTP layers, ngram is ngram-mod, eagle is not supported.",
     )
     model: str | None = Field(None, max_length=512, description="Draft model (path or Hub id), where needed.")
     num_speculative_tokens: int | None = Field(
@@ -31,8 +34,12 @@ class SpeculativeDecoding(ApiModel):
         None, ge=1, le=256, description="SGLang --speculative-num-draft-tokens."
     )
     draft_tensor_parallel_size: int | None = Field(None, ge=1, le=64, description="vLLM draft TP size.")
-    draft_max: int | None = Field(None, ge=1, le=256, description="llama.cpp --draft-max.")
-    draft_min: int | None = Field(None, ge=0, le=256, description="llama.cpp --draft-min.")
+    draft_max: int | None = Field(
+        None, ge=1, le=256, description="llama.cpp --spec-draft-n-max (ngram: --spec-ngram-mod-n-max)."
+    )
+    draft_min: int | None = Field(
+        None, ge=0, le=256, description="llama.cpp --spec-draft-n-min (ngram: --spec-ngram-mod-n-min)."
+    )
 
 
 class EngineFields(ApiModel):
