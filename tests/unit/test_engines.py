@@ -151,7 +151,7 @@ def test_llamacpp_seed_003_jinja() -> None:
     assert {k: v for k, v in opts.items() if k in seed_opts} == seed_opts
 
 
-NO_METRICS = {"transformers", "ollama"}
+NO_METRICS = {"transformers", "ollama", "mlx"}
 
 
 @pytest.mark.parametrize("name", sorted(ENGINES))
@@ -163,15 +163,17 @@ def test_every_engine_renders_host_port_and_metrics(name: str) -> None:
         assert launch.command[4] == "127.0.0.1:18080"
     else:
         assert opts["--host"] == "127.0.0.1" and opts["--port"] == "18080"
-    # transformers serve answers only to the model it is pinned to (servedModelName refused for it);
-    # Ollama names a model name:tag
-    served = {"transformers": "/models/tiny", "ollama": "tiny:latest"}.get(name, "tiny")
+    # transformers serve and mlx_lm.server answer only to the model they load (servedModelName refused for
+    # them); Ollama names a model name:tag
+    served = {"transformers": "/models/tiny", "mlx": "/models/tiny", "ollama": "tiny:latest"}.get(
+        name, "tiny"
+    )
     assert launch.served_model_name == served
     # Ollama is ready when the imported model answers
     assert launch.health_path == ("/v1/models/tiny:latest" if name == "ollama" else "/health")
-    # engines without a Prometheus endpoint (transformers serve, Ollama) say so
+    # engines without a Prometheus endpoint (transformers serve, Ollama, MLX-LM) say so
     assert launch.metrics_path == (None if name in NO_METRICS else "/metrics")
-    assert launch.needs_shm == (name not in ("llamacpp", "ollama"))
+    assert launch.needs_shm == (name not in ("llamacpp", "ollama", "mlx"))
 
 
 @pytest.mark.parametrize("name", ["vllm", "sglang"])
