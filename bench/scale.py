@@ -152,7 +152,8 @@ class OperatorProcess:
             env["PYTHONPATH"] = str(src)
         self.log = workdir / f"operator-{namespace}.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "servelab", "operator", "-n", namespace],
-                                     env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+                                     env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+                                     preexec_fn=controlplane._parent_death_signal)  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -525,7 +526,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="servelab-scale-"))
     cluster = ScaleCluster("scale", args.state_dir or workdir / "cluster", nodes=gpu_nodes(args.nodes),
-                           die_with_parent=True)  # fmt: skip
+                           crd_dir=args.crds, die_with_parent=True)  # fmt: skip
     t0 = time.monotonic()
     cluster.up(reuse=False, build=False, timeout=900)
     print(

@@ -12,9 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chaos_support import FakeKubelet, benchmark, condition, create_benchmark, events, load_spec, points
+from chaos_support import (
+    FakeKubelet,
+    OperatorProcess,
+    benchmark,
+    condition,
+    create_benchmark,
+    events,
+    load_spec,
+    points,
+)
 from kubernetes import client
-from operator_fixtures import RunningOperator, chart_rbac, operator_kubeconfig, run_operator
+from operator_fixtures import (
+    RunningOperator,
+    chart_rbac,
+    enforce_restricted,
+    operator_kubeconfig,
+    run_operator,
+)
 
 from servelab.controller.kube import MAX_RESULT_BYTES
 from servelab.names import child_name
@@ -127,14 +142,13 @@ def test_oversized_or_malformed_result_fails_the_run_without_reaching_status(
 
 @pytest.mark.e2e
 def test_canary_secret_never_leaks(
-    kube: client.ApiClient, cluster: LocalCluster, namespace: str, operator: RunningOperator, podexec: PodExecutor,
-    tmp_path: Path,
-) -> None:  # fmt: skip
+    kube: client.ApiClient, cluster: LocalCluster, namespace: str, podexec: PodExecutor, tmp_path: Path
+) -> None:
     """A real llama.cpp server and load client, the server's API key from a Secret: it reaches them as env,
     and nothing else: not status, Events, the operator's log, pod arguments or env values, result
     ConfigMaps, or any pod's log."""
     from servelab.toolchain import envs, llamacpp
-    from servelab_dev.tinymodel import ensure_tiny_gguf
+    from servelab_dev.tinymodel import ensure_tiny_gguf, ensure_tiny_model
 
     llamacpp.ensure_llamacpp()
     envs.ensure_env("evalscope")
@@ -143,7 +157,7 @@ def test_canary_secret_never_leaks(
     core = client.CoreV1Api(kube)
     core.create_namespaced_secret(ns, {"metadata": {"name": "engine-key"}, "stringData": {"key": canary}})
     spec = {
-        "model": {"path": str(gguf)},
+        "model": {"path": str(gguf), "tokenizer": str(ensure_tiny_model())},
         "engine": {"name": "llamacpp", "servedModelName": "tiny", "maxModelLen": 1024, "extraArgs": ["-t", "1"],
                    "apiKeySecretRef": {"name": "engine-key", "key": "key"}, "llamacpp": {"parallelSlots": 1}},
         "hfTokenSecretRef": {"name": "engine-key", "key": "key"},
@@ -151,17 +165,28 @@ def test_canary_secret_never_leaks(
                  "minTokens": 8, "ignoreEos": True, "pointTimeoutSeconds": 300},
         "timeouts": {"serverReadySeconds": 120, "totalSeconds": 900},
     }  # fmt: skip
-    create_benchmark(kube, ns, "keyed", spec)
-    obj = finished(kube, ns, "keyed", 900)
+    enforce_restricted(cluster, ns)
+    kubeconfig, _ = operator_kubeconfig(cluster, ns, tmp_path / "operator")
+    op = OperatorProcess(kubeconfig, ns, tmp_path / "operator.log").start()  # its log is read below
+    try:
+        create_benchmark(kube, ns, "keyed", spec)
+        server = wait_for(lambda: next(iter(core.list_namespaced_pod(ns, label_selector="servelab.dev/component=server").items), None),
+                          300, "server pod")  # fmt: skip
+        obj = finished(kube, ns, "keyed", 600)
+        wait_for(
+            lambda: not client.AppsV1Api(kube).list_namespaced_deployment(ns).items, 60, "server torn down"
+        )
+    finally:
+        op.stop()
     assert obj["status"]["phase"] == "Succeeded", obj["status"]  # the client sent the key: the server took it
     haystacks: dict[str, str] = {
         "status": json.dumps(obj),
         "events": json.dumps([e.to_dict() for e in core.list_namespaced_event(ns).items], default=str),
         "result ConfigMaps": json.dumps([c.data for c in core.list_namespaced_config_map(ns).items]),
-        "operator log": str(getattr(operator.runner, "output", "")),
+        "operator log": op.output(),
     }
     readers = set()
-    for pod in core.list_namespaced_pod(ns).items:
+    for pod in [server, *core.list_namespaced_pod(ns).items]:
         for c in pod.spec.containers:
             haystacks[f"pod {pod.metadata.name} args"] = json.dumps([c.command, c.args])
             haystacks[f"pod {pod.metadata.name} env"] = json.dumps([e.value for e in c.env or []])
