@@ -196,7 +196,12 @@ def compile_benchmark(
         if launch is not None:  # the server's concurrency limit is read from it (and from the server)
             shape += ["--server-command", json.dumps(launch.command)]
         if load.repetitions > 1:  # each point runs again on fresh prompts; its figures carry mean ± sd
-            shape += ["--repetitions", str(load.repetitions), "--max-relative-spread", str(load.max_relative_spread)]
+            shape += [
+                "--repetitions",
+                str(load.repetitions),
+                "--max-relative-spread",
+                str(load.max_relative_spread),
+            ]
         if load.warmup_requests:  # once per sweep, before its first point
             steps.append(WorkerStep(
                 id="warmup", title=f"warm-up ({load.warmup_requests} requests)",

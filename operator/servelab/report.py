@@ -51,7 +51,9 @@ def load_table(status: ServeBenchmarkStatus) -> str:
         if r.label_reason:
             notes.append(f"  c={r.concurrency} {r.label}: {r.label_reason}")
         if r.unstable_reason:
-            notes.append(f"  c={r.concurrency} unstable over {r.repetitions} repetitions: {r.unstable_reason}")
+            notes.append(
+                f"  c={r.concurrency} unstable over {r.repetitions} repetitions: {r.unstable_reason}"
+            )
     return "\n".join([_table(HEADER, rows), *notes])
 
 

@@ -74,7 +74,11 @@ def test_run_quantjob_and_benchmark(tiny: Path, tmp_path: Path) -> None:
     assert "| Conc. | Reqs |   RPS | Avg Lat.(s) | P99 Lat.(s) | Gen. toks/s | Avg TTFT(s)" in proc.stdout
     status = yaml.safe_load((runs / "servebenchmark-b" / "status.yaml").read_text())["status"]
     assert status["phase"] == "Succeeded" and status["quantization"] == "Q4_K_M"
-    assert [c["type"] for c in status["conditions"] if c["status"] == "True"] == ["Passed", "Ready", "Succeeded"]
+    assert [c["type"] for c in status["conditions"] if c["status"] == "True"] == [
+        "Passed",
+        "Ready",
+        "Succeeded",
+    ]
     assert [(r["concurrency"], r["valid"], r["avgOutputTokens"]) for r in status["results"]] == [
         (1, True, 16),
         (2, True, 16),

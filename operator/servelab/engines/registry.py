@@ -18,8 +18,14 @@ from types import ModuleType
 
 from servelab.engines.base import EngineAdapter
 
-BUILTIN = ("servelab.engines.vllm", "servelab.engines.sglang", "servelab.engines.llamacpp",
-           "servelab.engines.transformers", "servelab.engines.ollama", "servelab.engines.mlx")
+BUILTIN = (
+    "servelab.engines.vllm",
+    "servelab.engines.sglang",
+    "servelab.engines.llamacpp",
+    "servelab.engines.transformers",
+    "servelab.engines.ollama",
+    "servelab.engines.mlx",
+)
 ENV_VAR = "SERVELAB_ENGINE_MODULES"
 
 

@@ -26,7 +26,10 @@ KINDS: dict[str, tuple[str, str]] = {
     "perf": ("servelab.workers.perf", "evalscope perf sweep against an OpenAI-compatible server"),
     "eval": ("servelab.workers.evaluate", "evalscope eval against a served model on local data"),
     "depth": ("servelab.workers.depth", "prompt/generation speed at several context depths"),
-    "llamabench": ("servelab.workers.llamabench", "llama-bench (llama.cpp's own benchmark) against a GGUF file"),
+    "llamabench": (
+        "servelab.workers.llamabench",
+        "llama-bench (llama.cpp's own benchmark) against a GGUF file",
+    ),
     "quantize": ("servelab.workers.quantize", "llm-compressor oneshot to a compressed-tensors checkpoint"),
 }
 
