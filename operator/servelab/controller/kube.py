@@ -164,6 +164,13 @@ _WAITING_FAILURES = ("CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "Cr
                      "InvalidImageName")  # fmt: skip
 
 
+def _disrupted(obj: dict[str, Any]) -> bool:
+    """A pod on its way out for a reason of the cluster's (its node gone, evicted, preempted): its ReplicaSet
+    replaces it, so it says nothing about the server (a pod that failed by itself does)."""
+    conds = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in conds)
+
+
 def _pod_summary(obj: dict[str, Any]) -> PodSummary:
     status, spec = obj.get("status") or {}, obj.get("spec") or {}
     conds = {c.get("type"): c for c in status.get("conditions") or []}
@@ -418,7 +425,7 @@ class ChildCache:
             kind=kind, name=meta.get("name", ""), namespace=meta.get("namespace", ""), uid=meta.get("uid", ""),
             owner=owner, owned=kind == "Pod" or any(r.get("uid") == owner for r in refs),
             generation=labels.get(f"{p}/generation", ""), step=labels.get(f"{p}/step", ""),
-            component=labels.get(f"{p}/component", ""), deleting=bool(meta.get("deletionTimestamp")),
+            component=labels.get(f"{p}/component", ""), deleting=bool(meta.get("deletionTimestamp")) or _disrupted(obj),
             summary=summary,
         )  # fmt: skip
 
