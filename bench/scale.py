@@ -19,7 +19,7 @@ Prints figures (and --json writes them); asserts nothing. Not part of the test s
 
     .venv/bin/python bench/scale.py --nodes 100 --counts 50 200
     .venv/bin/python bench/scale.py --nodes 500 --counts 500 2000 --steady 120
-    .venv/bin/python bench/scale.py --operator-src /tmp/before/operator ...   # another checkout's operator
+    .venv/bin/python bench/scale.py --operator-src /tmp/before/operator --crds /tmp/before/crds ...  # "before"
 """
 
 from __future__ import annotations
@@ -518,6 +518,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed to reach idle")
     parser.add_argument(
         "--operator-src", type=Path, default=None, help="PYTHONPATH of another checkout's operator/"
+    )
+    parser.add_argument(
+        "--crds", type=Path, default=None, help="CRDs to install (default: this checkout's crds/)"
     )
     parser.add_argument(
         "--state-dir", type=Path, default=None, help="cluster state directory (default: a temp dir)"
