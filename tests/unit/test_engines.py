@@ -236,7 +236,6 @@ def test_the_adapter_names_its_command_and_metrics(name: str) -> None:
 def test_engine_specifics_live_on_the_adapters() -> None:
     assert [n for n in ENGINES if get(n).connection_close] == ["llamacpp"]
     assert default_for_format("gguf") == "llamacpp" and default_for_format("safetensors") == "vllm"
-    assert not get("llamacpp").fetches_hub_models and get("vllm").fetches_hub_models
     assert for_command(["python3", "train.py"]) is None
     with pytest.raises(NoLocalBuild, match="engine sglang has no local build"):
         get("sglang").local_command(["python3", "-m", "sglang.launch_server"])

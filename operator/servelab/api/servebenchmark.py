@@ -105,6 +105,20 @@ def _hub_rules() -> list[tuple[str, str, str | None]]:
     return rules
 
 
+def _shm_rule() -> tuple[str, str, str | None]:
+    """spec.shmSize sizes the memory-backed /dev/shm of engines that use one: not set for the others."""
+    from servelab.engines import registry
+
+    without = [n for n in registry.ENGINES if not registry.get(n).needs_shm]
+    names = ", ".join(f"'{n}'" for n in without)
+    return (
+        f"self.shmSize == '16Gi' || (!has(self.endpoint) && !(self.engine.name in [{names}]))",
+        f"spec.shmSize sizes the memory-backed /dev/shm of engines that use one; {', '.join(without)} and "
+        "spec.endpoint have none to size",
+        ".shmSize",
+    )
+
+
 LoadGeneratorName = Literal[
     "evalscope", "vllm-bench"
 ]  # servelab.loadgen.GENERATORS (a unit test keeps the two equal)
@@ -252,6 +266,7 @@ class ServeBenchmarkSpec(ApiModel):
          "spec.endpoint needs a tokenizer (spec.endpoint.tokenizer or spec.load.tokenizerPath) to size prompts",
          ".endpoint.tokenizer"),
         _endpoint_rule(),
+        _shm_rule(),
         *_hub_rules(),
         ("!has(self.images) || !has(self.images.quantize)",
          "spec.images.quantize is the QuantJob's quantizer image: a ServeBenchmark runs none", ".images.quantize"),

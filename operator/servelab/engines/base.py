@@ -109,8 +109,6 @@ class EngineAdapter(ABC):
     # model formats served, the native one first: a QuantJob scores its outputs with the engine whose
     # native format they are (`servelab.engines.default_for_format`)
     model_formats: tuple[str, ...] = ("safetensors",)
-    # True: the engine takes a Hugging Face Hub id and downloads it itself; False: it needs local files
-    fetches_hub_models: bool = True
     # the server pins a Hub revision (model.huggingFace.revision) / serves one file of a Hub repository
     # (model.huggingFace.file); a spec asking for one the engine cannot do is refused at admission
     hub_revision: bool = False

@@ -42,7 +42,6 @@ class LlamaCpp(EngineAdapter):
     fingerprint = ("/props", b"default_generation_settings")
     connection_close = True
     model_formats = ("gguf",)
-    fetches_hub_models = False
     hub_file = True  # --hf-repo ID --hf-file FILE; llama-server pins no revision (it takes the main branch)
     programs = ("llama-server",)
     owned_flags = ("--host", "--port", "-m", "--model", "-a", "--alias", "-hf", "-hfr", "--hf-repo", "-hff",

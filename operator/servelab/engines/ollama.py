@@ -80,7 +80,6 @@ class Ollama(EngineAdapter):
     needs_shm = False
     honors_ignore_eos = False
     model_formats = ("gguf",)
-    fetches_hub_models = False
     programs = ("ollama",)
     owned_flags = ("--host", "--port")
     options = OllamaOptions
