@@ -13,7 +13,6 @@ that scraped a real operator run in tests/integration/test_dashboards_prometheus
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import re
 import sys
@@ -31,7 +30,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import xychart as xym
 
-from servelab.paths import repo_path
+from servelab.paths import repo_path, write_or_check
 
 OUT_DIR = repo_path("charts", "servelab", "dashboards")
 DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -460,21 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true", help="fail when a generated file is out of date")
     args = parser.parse_args(argv)
-    stale = []
-    for path, text in outputs().items():
-        current = path.read_text() if path.exists() else ""
-        if current == text:
-            continue
-        if args.check:
-            stale.append(path)
-            diff = difflib.unified_diff(
-                current.splitlines(), text.splitlines(), str(path), "generated", lineterm=""
-            )
-            print("\n".join(list(diff)[:40]), file=sys.stderr)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {path.relative_to(repo_path())}")
+    changed = write_or_check(outputs(), args.check)
+    stale = changed if args.check else []  # without --check they were just written
     known = {OUT_DIR / f"{n}.json" for n in DASHBOARDS}
     extra = [p for p in sorted(OUT_DIR.glob("*.json")) if p not in known]
     if extra:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import difflib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from servelab import GROUP, VERSION
 from servelab.api.base import ApiModel
 from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
 from servelab.api.servebenchmark import ServeBenchmarkSpec, ServeBenchmarkStatus
-from servelab.paths import repo_path
+from servelab.paths import repo_path, write_or_check
 
 CATEGORY = "servelab"
 Schema = dict[str, Any]
@@ -290,22 +289,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stale = []
-    for path, text in outputs().items():
-        current = path.read_text() if path.exists() else ""
-        if current == text:
-            continue
-        if args.check:
-            stale.append(path)
-            diff = difflib.unified_diff(
-                current.splitlines(), text.splitlines(), str(path), "generated", lineterm=""
-            )
-            print("\n".join(list(diff)[:40]), file=sys.stderr)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {path.relative_to(repo_path())}")
-    if stale:
+    stale = write_or_check(outputs(), args.check)
+    if stale and args.check:
         print(f"{len(stale)} generated file(s) are stale; run `servelab crds`", file=sys.stderr)
         return 1
     return 0
