@@ -10,7 +10,8 @@
 # Needs a C/C++ compiler (cgo). The module zip leaves out llama.cpp's vendor/ directory (Go drops
 # directories named vendor from module zips), so its header-only libraries (nlohmann/json, stb_image,
 # miniaudio) come from llama.cpp's own vendor/ in the llama-cpp-python sdist that servelab.toolchain.llamacpp
-# already fetches from PyPI. Cold build measured at about 25 minutes on 2 busy cores (most of it cgo).
+# already fetches from PyPI. Measured: 1562 s with part of the Go build cache warm, over 40 min cold on 2 busy
+# cores (cgo compiles ggml, llama.cpp and its model files); hack/prepare.sh builds it only with SERVELAB_OLLAMA=1.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 version=$(awk '$1 == "require" && $2 == "github.com/ollama/ollama" {print $3}' "$here/ollama/go.mod")

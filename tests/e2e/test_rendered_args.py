@@ -146,3 +146,31 @@ def test_hub_and_speculative_flags_are_the_pinned_engines() -> None:
         result = check(env, module, argv)
         assert result["ok"], f"{' '.join(argv)}\n{result['error']}"
         assert result["parsed"]["revision"] == "v1.0"
+
+
+def test_ollama_knows_every_rendered_setting() -> None:
+    """The script's settings are variables `ollama serve --help` documents, its `ollama create` arguments
+    flags `ollama create --help` lists, and the script is valid POSIX shell."""
+    from servelab.toolchain import ollama
+
+    binary = ollama.binary()
+    if not binary.is_file():
+        pytest.skip(f"Ollama is not built ({binary}): hack/build-ollama.sh")
+    serve_help = subprocess.run(
+        [str(binary), "serve", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    create_help = subprocess.run(
+        [str(binary), "create", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    documented = set(re.findall(r"\b(OLLAMA_[A-Z_]+)\b", serve_help))
+    create_flags = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", create_help))
+    assert {"OLLAMA_NUM_PARALLEL", "OLLAMA_CONTEXT_LENGTH", "OLLAMA_KEEP_ALIVE"} <= documented
+    for label, argv in rendered("ollama"):
+        assert subprocess.run(["sh", "-n", "-c", argv[2]], timeout=10).returncode == 0
+        first, second = argv.index("--"), len(argv) - 1 - argv[::-1].index("--")
+        settings = [a.split("=", 1)[0] for a in argv[7:first]]
+        assert settings and not [s for s in settings if s not in documented], f"{label}: {settings}"
+        flags = [a for a in argv[second + 1 :] if a.startswith("-")]
+        assert not [f for f in flags if f not in create_flags], (
+            f"{label}: ollama create does not know {flags}"
+        )
