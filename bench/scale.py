@@ -57,13 +57,28 @@ WRITES = ("create", "update", "patch", "delete", "deletecollection")
 
 # ---- the cluster: KWOK holds Job pods Running until labelled; the apiserver audits the operator -----------
 def kwok_documents() -> list[dict[str, Any]]:
-    docs = controlplane.kwok_documents()
+    """KWOK's stages, with Job pods held Running until labelled, longer node leases renewed by more workers
+    (hundreds of nodes on 2 cores), and Running pods made Ready again after their node recovered."""
+    docs = controlplane.kwok_documents(lease_seconds=120)
     for doc in docs:
+        if doc.get("kind") == "KwokConfiguration":
+            doc["options"] |= {
+                "nodeLeaseParallelism": 16,
+                "nodePlayStageParallelism": 16,
+                "podPlayStageParallelism": 16,
+            }
         if doc.get("kind") == "Stage" and doc["metadata"]["name"] in ("pod-complete", "pod-fail"):
             doc["spec"]["selector"]["matchExpressions"].append(
                 {"key": f'.metadata.labels["{HOLD}"]', "operator": "In", "values": ["true"]}
             )
-    return docs
+    ready = next(d for d in docs if d.get("kind") == "Stage" and d["metadata"]["name"] == "pod-ready")
+    again = json.loads(json.dumps(ready))
+    again["metadata"]["name"] = "pod-ready-again"
+    again["spec"]["selector"]["matchExpressions"] = [
+        e if e.get("key") != ".status.phase" else {**e, "values": ["Running"]}
+        for e in again["spec"]["selector"]["matchExpressions"]
+    ] + [{"key": ".metadata.ownerReferences.[].kind", "operator": "NotIn", "values": ["Job"]}]
+    return [*docs, again]
 
 
 AUDIT_POLICY = {
@@ -83,6 +98,8 @@ class ScaleCluster(LocalCluster):
             policy.write_text(yaml.safe_dump(AUDIT_POLICY))
             argv = [*argv, f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
                     "--audit-log-format=json", "--audit-log-mode=batch", "--audit-log-maxsize=0"]  # fmt: skip
+        if name == "kube-controller-manager":  # a node late renewing its lease is not marked NotReady at once
+            argv = [*argv, "--node-monitor-grace-period=600s"]
         if name == "kwok":
             (self.state_dir / "kwok.yaml").write_text(yaml.safe_dump_all(kwok_documents(), sort_keys=False))
         super()._spawn(name, argv)
