@@ -525,8 +525,6 @@ class NodeLabels:
 
 
 class Kube:
-    NODE_TTL = 600.0
-
     def __init__(self, api: client.ApiClient, settings: Settings, on_change: Callable[[str], None] | None = None,
                  watch_api: client.ApiClient | None = None, workers: int = 16) -> None:  # fmt: skip
         self.api = api
@@ -624,9 +622,10 @@ class Kube:
         return state
 
     def node_labels(self, name: str) -> dict[str, str]:
-        """A node's labels, read once and kept for NODE_TTL seconds (nodes are not watched)."""
+        """A node's labels, read once per node name (nodes are not watched: a node's GPU product does not
+        change, and a resync must cost no request)."""
         known = self._nodes.get(name)
-        if known is not None and time.monotonic() - known.at < self.NODE_TTL:
+        if known is not None and known.labels:
             return known.labels
         try:
             resp = self.core.read_node(name, _preload_content=False, _request_timeout=10)
