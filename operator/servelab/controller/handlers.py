@@ -236,8 +236,10 @@ async def _write(owner: Owner, me: OwnerLoop, status: dict[str, Any], rv: str | 
         raise
     if rv:
         me.superseded.add(rv)
-    me.stored = stored
-    me.wrote = [*me.wrote[-3:], stored["metadata"].get("resourceVersion", "")]
+    # what the next decision needs of it (not its managedFields: thousands of these are held)
+    written_rv = stored["metadata"].get("resourceVersion", "")
+    me.stored = {"metadata": {"resourceVersion": written_rv}, "status": stored.get("status") or {}}
+    me.wrote = [*me.wrote[-3:], written_rv]
 
 
 async def _write_decided(body: kopf.Body, owner: Owner, me: OwnerLoop, patch: dict[str, Any],
@@ -417,8 +419,18 @@ async def reconcile_quantjob(body: kopf.Body, stopped: kopf.DaemonStopped, logge
 
 # ---- what else a change of servelab's resources wakes, and the metrics ------------------------------------
 def _written_by_us(uid: str, body: kopf.Body) -> bool:
+    """The event is our own status write: the watch has caught up with it, the copy kept is not needed."""
     me = _owners.get(uid)
-    return me is not None and body["metadata"].get("resourceVersion") in me.wrote
+    ours = me is not None and body["metadata"].get("resourceVersion") in me.wrote
+    rv = body["metadata"].get("resourceVersion")
+    if (
+        me is not None
+        and ours
+        and me.stored is not None
+        and me.stored["metadata"].get("resourceVersion") == rv
+    ):
+        me.stored, me.superseded = None, set()
+    return ours
 
 
 def _finished_with_server(body: kopf.Body) -> bool:
