@@ -159,7 +159,8 @@ def test_perf_sweep(perf_run: tuple[dict[str, Any], Path]) -> None:
         assert p["outputTokensPerSecond"] == pytest.approx(p["rps"] * MAX_TOKENS, rel=1e-6)
         detail = json.loads((out / "points" / f"p{p['concurrency']}-n{p['requests']}.json").read_text())
         # evalscope's own summary agrees with the figures recomputed from its database
-        assert detail["warnings"] == []
+        # (a point shorter than the CPU sampler's window says so instead of guessing the client's CPU)
+        assert [w for w in detail["warnings"] if not w.startswith("client CPU not measured")] == []
         # the server counted what the client counted
         server = p["server"]
         assert server["generationTokens"] == detail["sumOutputTokens"] == p["requests"] * MAX_TOKENS
