@@ -45,7 +45,7 @@ e2e: setup prepare
 	$(BIN)/pytest -m e2e -q
 
 test: setup lint check-generated prepare ## everything: lint, generated files, unit, integration, e2e
-	$(BIN)/pytest -q -m "unit or integration or e2e"
+	$(BIN)/pytest -q -m "unit or integration or e2e" --durations=25
 
 demo: setup ## the main job: tiny model, GGUF f16 vs IQ4_XS vs Q4_K_M on llama.cpp, sweep, eval, table, chart
 	$(BIN)/servelab demo
