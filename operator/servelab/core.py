@@ -369,14 +369,17 @@ def _run_steps(
         job = obs.jobs.get(step.id)
         result = obs.results.get(step.id)
         if job and job.failed:
-            reason, message = st.step_failure(step.result, step.title, result, job.message or "job failed")
+            title = _point_title(spec, status, plan) if step.result == "points" else step.title
+            reason, message = st.step_failure(step.result, title, result, job.message or "job failed")
             return _fail(d, spec, reason, message)
-        if job and job.succeeded and (result is not None or step.result == "warmup"):
+        # a sweep publishes after each point ("partial"); only its last result finishes the step
+        final = result is not None and not result.get("partial")
+        if job and job.succeeded and (final or step.result == "warmup"):
             continue
-        if result is None and _silent(job, obs.now):
+        if not final and _silent(job, obs.now):
             reason, _ = st.step_failure(step.result, step.title, None, "")
             return _fail(d, spec, reason, f"{step.title}: the worker finished without publishing a result")
-        st.step(status, step.title, i, total)
+        st.step(status, _point_title(spec, status, plan) if step.result == "points" else step.title, i, total)
         if job is None:
             d.actions.append(RunStep(step))
             d.event("StepStarted", step.title)
@@ -392,6 +395,15 @@ def _run_steps(
         status.server = None
         d.actions.append(DeleteServer())
     return d
+
+
+def _point_title(spec: ServeBenchmarkSpec, status: ServeBenchmarkStatus, plan: BenchmarkPlan) -> str:
+    """The sweep's point that runs now (the first without a result), or the first invalid one."""
+    load = spec.load
+    assert load is not None
+    bad = next((k for k, r in enumerate(status.results) if not r.valid), None)
+    k = bad if bad is not None else min(len(status.results), plan.points - 1)
+    return f"load {k + 1}/{plan.points} (parallel {load.parallel[k]}, number {load.number[k]})"
 
 
 def _succeeded_events(d: Decision) -> None:

@@ -56,9 +56,7 @@ class BenchmarkPlan:
     ready_timeout_seconds: int
     total_timeout_seconds: int
 
-    @property
-    def points(self) -> int:
-        return sum(1 for s in self.steps if s.result == "points")
+    points: int = 0  # load points of the sweep (all in the one "load" step)
 
 
 @dataclass(frozen=True)
@@ -202,27 +200,24 @@ def compile_benchmark(
                 "--max-relative-spread",
                 str(load.max_relative_spread),
             ]
-        if load.warmup_requests:  # once per sweep, before its first point
-            steps.append(WorkerStep(
-                id="warmup", title=f"warm-up ({load.warmup_requests} requests)",
-                argv=["servelab", "worker", "perf", *shape, "--metrics-url", "none", "--parallel", "1",
-                      "--number", "1", "--warmup-only", "--warmup-requests", str(load.warmup_requests),
-                      "--out", f"{artifacts}/warmup"],
-                result="warmup", timeout_seconds=load.point_timeout_seconds, image_name=generator.image,
-            ))  # fmt: skip
+        # one step, one client process for the whole sweep (`servelab.loadgen.session`): a process start
+        # per point held the server for seconds of imports per point; the warm-up is sent once, before the
+        # first point, by the same process; each point's result is published as it finishes, and a
+        # restarted step keeps the points already published (--resume), resuming at the first without one.
+        # Each point draws fresh random prompts (the worker advances the offset by each point's requests),
+        # so no point hits another's prefix cache.
         total = len(load.parallel)
-        offset = 0
-        for i, (p, n) in enumerate(zip(load.parallel, load.number, strict=True)):
-            # each point draws fresh random prompts (offset), so no point hits another's prefix cache
-            steps.append(WorkerStep(
-                id=f"load-{i}", title=f"load {i + 1}/{total} (parallel {p}, number {n})",
-                argv=["servelab", "worker", "perf", *shape, *metrics, "--parallel", str(p), "--number", str(n),
-                      "--dataset-offset", str(offset), "--min-success-rate", str(load.min_success_rate),
-                      "--warmup-requests", "0", "--out", f"{artifacts}/load-{i}"],
-                result="points", timeout_seconds=load.point_timeout_seconds * load.repetitions,
-                image_name=generator.image,
-            ))  # fmt: skip
-            offset += n * load.repetitions
+        pairs = ", ".join(f"{p}x{n}" for p, n in zip(load.parallel, load.number, strict=True))
+        steps.append(WorkerStep(
+            id="load", title=f"load sweep ({total} point{'s' if total > 1 else ''}: parallel x number {pairs})",
+            argv=["servelab", "worker", "perf", *shape, *metrics, "--parallel", *map(str, load.parallel),
+                  "--number", *map(str, load.number), "--dataset-offset", "0",
+                  "--min-success-rate", str(load.min_success_rate), "--warmup-requests", str(load.warmup_requests),
+                  "--point-timeout", str(load.point_timeout_seconds), "--resume", "--out", f"{artifacts}/load"],
+            result="points", image_name=generator.image,
+            # every point's time limit, and one more for the client's start, the warm-up and the scrapes
+            timeout_seconds=load.point_timeout_seconds * (load.repetitions * total + 1),
+        ))  # fmt: skip
     if spec.context_sweep:
         sweep = spec.context_sweep
         steps.append(WorkerStep(
@@ -276,6 +271,7 @@ def compile_benchmark(
         server=launch, server_url=url, model=model, steps=steps,
         ready_timeout_seconds=timeouts.server_ready_seconds if timeouts else 1800,
         total_timeout_seconds=timeouts.total_seconds if timeouts else 21600,
+        points=len(spec.load.parallel) if spec.load else 0,
     )  # fmt: skip
 
 

@@ -30,6 +30,12 @@ def opt(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
+def opts(argv: list[str], name: str) -> list[str]:
+    """Every value of a flag that takes several (up to the next flag)."""
+    values = argv[argv.index(name) + 1 :]
+    return values[: next((i for i, v in enumerate(values) if v.startswith("--")), len(values))]
+
+
 def test_seed_000_sweep_plan() -> None:
     spec = example("qwen3-4b-bf16-vllm")
     assert isinstance(spec, ServeBenchmarkSpec)
@@ -40,8 +46,18 @@ def test_seed_000_sweep_plan() -> None:
         server_url=lambda _: "http://sb-server:8080",
     )
     loads = [s for s in plan.steps if s.result == "points"]
-    assert [(opt(s.argv, "--parallel"), opt(s.argv, "--number")) for s in loads] == [
-        ("1", "10"), ("10", "30"), ("20", "50"), ("50", "100"), ("100", "200")]  # fmt: skip
+    # the whole sweep is one step: one client process for every point, resumable point by point
+    (sweep,) = loads
+    assert sweep.id == "load" and plan.steps[0] is sweep and "--resume" in sweep.argv
+    assert opts(sweep.argv, "--parallel") == ["1", "10", "20", "50", "100"]
+    assert opts(sweep.argv, "--number") == ["10", "30", "50", "100", "200"]
+    # the worker advances the offset by each point's requests (fresh prompts, like evalscope's own sweep)
+    assert opt(sweep.argv, "--dataset-offset") == "0"
+    # a time limit per point, and the step's: every point's plus one for the start and the warm-up
+    assert opt(sweep.argv, "--point-timeout") == str(spec.load.point_timeout_seconds)
+    assert sweep.timeout_seconds == spec.load.point_timeout_seconds * 6
+    # it starts with the server (its client's start overlaps the weights' loading)
+    assert "--wait-ready" in sweep.argv
     for step in loads:
         a = step.argv
         assert a[:3] == ["servelab", "worker", "perf"] and step.image == "evalscope"
@@ -55,8 +71,6 @@ def test_seed_000_sweep_plan() -> None:
         assert opt(a, "--engine") == "vllm"
         assert opt(a, "--metrics-url") == "http://sb-server:8080/metrics"
         assert re.fullmatch(r"[a-z0-9-]+", step.id)
-    # successive points draw fresh prompts, like evalscope's own sweep
-    assert [opt(s.argv, "--dataset-offset") for s in loads] == ["0", "10", "40", "90", "190"]
     evals = [s for s in plan.steps if s.result == "scores"]
     assert len(evals) == 1 and opt(evals[0].argv, "--batch-size") == "100"
     a = evals[0].argv
@@ -74,11 +88,9 @@ def test_llamacpp_plan_warms_up_and_closes_connections() -> None:
         artifacts="/o",
         server_url=lambda _: "http://s:8080",
     )
-    assert plan.steps[0].id == "warmup" and plan.steps[0].result == "warmup"
-    # warmed up once per sweep, by the warm-up step alone: no point warms up again
-    warm = plan.steps[0].argv
-    assert "--warmup-only" in warm and opt(warm, "--warmup-requests") == "2"
-    assert all(opt(s.argv, "--warmup-requests") == "0" for s in plan.steps if s.result == "points")
+    # warmed up once per sweep, by the sweep's own client process before its first point: no step of its own
+    assert [s.id for s in plan.steps if s.result in ("points", "warmup")] == ["load"]
+    assert opt(plan.steps[0].argv, "--warmup-requests") == "2" and "--warmup-only" not in plan.steps[0].argv
     assert all(opt(s.argv, "--generator") == "evalscope" and s.image == "evalscope" for s in plan.steps)
     assert all(
         opt(s.argv, "--header") == "Connection=close" for s in plan.steps if s.result in ("points", "warmup")

@@ -69,6 +69,11 @@ def point(c: int, valid: bool = True) -> dict[str, Any]:
     return {"points": [row]}
 
 
+def sweep(*rows: dict[str, Any], partial: bool = False) -> dict[str, Any]:
+    """The sweep step's result: its points so far (published after each point), `partial` until the last."""
+    return {"points": [r for row in rows for r in row["points"]], **({"partial": True} if partial else {})}
+
+
 def run(spec: ServeBenchmarkSpec, **obs: Any) -> Any:
     status = obs.pop("status", {})
     return decide_benchmark(
@@ -115,44 +120,62 @@ def test_vllm_server_gets_gpus_shm_and_secret_env() -> None:
     assert "--tensor-parallel-size" in c["command"]
 
 
-def test_steps_run_one_job_at_a_time_and_results_fold() -> None:
+def test_the_sweep_runs_as_one_job_and_each_point_folds_as_it_is_published() -> None:
     started = {"status": run(sb()).status.to_wire()}
     ready = ServerState(exists=True, ready=True, node="gpu-h100-0", gpu_product="NVIDIA-H100-80GB-HBM3")
     d = run(sb(), server=ready, **started)
     assert kinds(d.create) == ["Job"]
     job = d.create[0]
-    assert job["metadata"]["name"] == "bench-g1-load-0"
+    assert job["metadata"]["name"] == "bench-g1-load"
     cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert cmd[:3] == ["servelab", "worker", "perf"] and "http://bench-g1-server.ns.svc:8080/v1" in cmd
+    # every point of the sweep in the one Job (one client process), resumable from its published points
+    assert cmd[cmd.index("--parallel") + 1 : cmd.index("--parallel") + 3] == ["1", "4"] and "--resume" in cmd
     assert "nvidia.com/gpu" not in job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert d.status.provenance.gpu_product == "NVIDIA-H100-80GB-HBM3"
-    # load-0 done: its row is in the table, load-1 is created; nothing is created twice
-    jobs = {"load-0": JobState("bench-g1-load-0", succeeded=True)}
-    d = run(sb(), server=ready, jobs=jobs, results={"load-0": point(1)}, **started)
-    assert [o["metadata"]["name"] for o in d.create] == ["bench-g1-load-1"]
-    assert [r.concurrency for r in d.status.results] == [1] and d.status.summary.points == "1/2"
-    jobs["load-1"] = JobState("bench-g1-load-1", active=True)
-    d = run(sb(), server=ready, jobs=jobs, results={"load-0": point(1)}, **started)
-    assert d.create == [] and d.status.progress.step.startswith("load 2/2")
-    jobs["load-1"] = JobState("bench-g1-load-1", succeeded=True)
-    d = run(sb(), server=ready, jobs=jobs, results={"load-0": point(1), "load-1": point(4)}, **started)
+    # the first point published while the Job runs: its row is in the table, nothing else is created
+    jobs = {"load": JobState("bench-g1-load", active=True)}
+    d = run(sb(), server=ready, jobs=jobs, results={"load": sweep(point(1), partial=True)}, **started)
+    assert d.create == [] and [r.concurrency for r in d.status.results] == [1]
+    assert d.status.summary.points == "1/2" and d.status.progress.step.startswith("load 2/2 (parallel 4")
+    # the Job done, its last result (not partial) published: the run ends with both rows
+    jobs["load"] = JobState("bench-g1-load", succeeded=True)
+    d = run(sb(), server=ready, jobs=jobs, results={"load": sweep(point(1), point(4))}, **started)
     assert d.status.phase == "Succeeded" and len(d.status.results) == 2
     assert ("apps/v1", "Deployment", "bench-g1-server") in d.delete  # serverPolicy Delete
+
+
+def test_a_finished_sweep_waits_for_its_last_result_not_a_partial_one() -> None:
+    """The Job may be seen Complete before its final result: a partial one does not end the run, and one
+    that never comes fails it (as a step that published nothing)."""
+    started = {"status": run(sb()).status.to_wire()}
+    ready = ServerState(exists=True, ready=True)
+    partial = {"load": sweep(point(1), partial=True)}
+    fresh = {"load": JobState("j", succeeded=True, completed_at=NOW - timedelta(seconds=5))}
+    d = run(sb(), server=ready, jobs=fresh, results=partial, **started)
+    assert d.status.phase == "Running" and d.create == [] and len(d.status.results) == 1
+    stale = {"load": JobState("j", succeeded=True, completed_at=NOW - timedelta(seconds=31))}
+    d = run(sb(), server=ready, jobs=stale, results=partial, **started)
+    assert d.status.phase == "Failed" and "without publishing a result" in (d.status.message or "")
+    assert len(d.status.results) == 1  # the point measured stays
+
+
+def test_a_sweep_job_gone_with_points_published_runs_again_and_resumes() -> None:
+    """Its Job deleted (or, locally, the run interrupted) after some points: the same Job is created
+    again; the worker keeps the published points (--resume) and measures from the first without one."""
+    started = {"status": run(sb()).status.to_wire()}
+    d = run(sb(), server=ServerState(exists=True, ready=True), results={"load": sweep(point(1), partial=True)},
+            **started)  # fmt: skip
+    assert [o["metadata"]["name"] for o in d.create] == ["bench-g1-load"]
+    assert [r.concurrency for r in d.status.results] == [1]
 
 
 def test_invalid_point_fails_and_keeps_data() -> None:
     started = {"status": run(sb()).status.to_wire()}
     ready = ServerState(exists=True, ready=True)
-    jobs = {
-        "load-0": JobState("j0", succeeded=True),
-        "load-1": JobState("j1", failed=True, message="BackoffLimitExceeded"),
-    }
+    jobs = {"load": JobState("j", failed=True, message="BackoffLimitExceeded")}
     d = run(
-        sb(),
-        server=ready,
-        jobs=jobs,
-        results={"load-0": point(1), "load-1": point(4, valid=False)},
-        **started,
+        sb(), server=ready, jobs=jobs, results={"load": sweep(point(1), point(4, valid=False))}, **started
     )
     assert d.status.phase == "Failed"
     failed = next(c for c in d.status.conditions if c.type == "Failed")
@@ -160,6 +183,7 @@ def test_invalid_point_fails_and_keeps_data() -> None:
         failed.status == "True"
         and failed.reason == "InvalidResult"
         and "mean output tokens" in failed.message
+        and failed.message.startswith("load 2/2 (parallel 4, number 8)")  # the point that was invalid
     )
     assert len(d.status.results) == 2  # both rows kept, the invalid one marked
 
@@ -277,9 +301,9 @@ def test_load_generator_crash_is_load_failed_not_invalid_result() -> None:
     started = {"status": run(sb()).status.to_wire()}
     crashed = {"points": [{"concurrency": 1, "requests": 4, "succeeded": 0, "failed": 0, "successRate": 0.0,
                            "valid": False, "reason": "evalscope produced no results (rc=1)"}]}  # fmt: skip
-    jobs = {"load-0": JobState("j0", failed=True, message="BackoffLimitExceeded")}
+    jobs = {"load": JobState("j0", failed=True, message="BackoffLimitExceeded")}
     d = run(
-        sb(), server=ServerState(exists=True, ready=True), jobs=jobs, results={"load-0": crashed}, **started
+        sb(), server=ServerState(exists=True, ready=True), jobs=jobs, results={"load": crashed}, **started
     )
     failed = next(c for c in d.status.conditions if c.type == "Failed")
     assert failed.reason == "LoadFailed" and "evalscope produced no results" in failed.message
@@ -308,10 +332,10 @@ def test_quantjob_downloads_into_a_cache_volume_with_the_token_from_its_secret()
 def test_a_job_that_succeeds_without_publishing_fails_the_run() -> None:
     started = {"status": run(sb()).status.to_wire()}
     ready = ServerState(exists=True, ready=True)
-    fresh = {"load-0": JobState("j0", succeeded=True, completed_at=NOW - timedelta(seconds=5))}
+    fresh = {"load": JobState("j0", succeeded=True, completed_at=NOW - timedelta(seconds=5))}
     d = run(sb(), server=ready, jobs=fresh, **started)
     assert d.status.phase == "Running"  # the result may still be on its way
-    stale = {"load-0": JobState("j0", succeeded=True, completed_at=NOW - timedelta(seconds=31))}
+    stale = {"load": JobState("j0", succeeded=True, completed_at=NOW - timedelta(seconds=31))}
     d = run(sb(), server=ready, jobs=stale, **started)
     failed = next(c for c in d.status.conditions if c.type == "Failed")
     assert failed.reason == "LoadFailed" and "without publishing a result" in failed.message
@@ -415,8 +439,8 @@ def test_duty_cycle_is_measured_load_over_the_time_the_server_was_held() -> None
     at = NOW + timedelta(seconds=20)
     s1 = run(sb(), server=ready, status=created, now=at).status.to_wire()
     assert s1["timing"]["serverReadyAt"] == "2026-11-22T12:00:20Z"
-    rows = {"load-0": {"points": [{**point(1)["points"][0], "durationSeconds": 30.0}]},
-            "load-1": {"points": [{**point(4)["points"][0], "durationSeconds": 30.0}]}}  # fmt: skip
+    rows = {"load": {"points": [{**point(1)["points"][0], "durationSeconds": 30.0},
+                                {**point(4)["points"][0], "durationSeconds": 30.0}]}}  # fmt: skip
     jobs = {k: JobState(k, succeeded=True) for k in rows}
     done = run(sb(), server=ready, jobs=jobs, results=rows, status=s1, now=NOW + timedelta(seconds=100))
     t = done.status.timing
@@ -426,9 +450,9 @@ def test_duty_cycle_is_measured_load_over_the_time_the_server_was_held() -> None
 
 def test_a_result_that_does_not_match_the_schema_fails_the_run_instead_of_the_reconcile() -> None:
     started = {"status": run(sb()).status.to_wire()}
-    jobs = {"load-0": JobState("j0", succeeded=True)}
+    jobs = {"load": JobState("j0", succeeded=True)}
     bad = {"points": [{**point(1)["points"][0], "secretField": "x"}]}
-    d = run(sb(), server=ServerState(exists=True, ready=True), jobs=jobs, results={"load-0": bad}, **started)
+    d = run(sb(), server=ServerState(exists=True, ready=True), jobs=jobs, results={"load": bad}, **started)
     failed = next(c for c in d.status.conditions if c.type == "Failed")
     assert d.status.phase == "Failed" and failed.reason == "InvalidResult"
     assert "does not match servelab's result schema" in failed.message and "secretField" in failed.message

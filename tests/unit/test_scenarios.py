@@ -45,7 +45,14 @@ def row(c: int, valid: bool = True) -> dict[str, Any]:
 
 CRASHED = {"points": [{"concurrency": 2, "requests": 4, "succeeded": 0, "failed": 0, "successRate": 0.0,
                        "valid": False, "reason": "evalscope produced no results (rc=1)"}]}  # fmt: skip
-OK = {"warmup": (0, None), "load-0": (0, row(1)), "load-1": (0, row(2))}
+
+
+def sweep(*rows: dict[str, Any]) -> dict[str, Any]:
+    """The sweep step's final result; its worker publishes it point by point (a partial result each)."""
+    return {"points": [r for row in rows for r in row["points"]]}
+
+
+OK = {"load": (0, sweep(row(1), row(2)))}
 
 
 @dataclass
@@ -60,8 +67,9 @@ class Scenario:
 
 SCENARIOS = [
     Scenario("success", OK),
-    Scenario("load-point-crash", {**OK, "load-1": (1, CRASHED)}, expect_phase="Failed", expect_reason="LoadFailed"),
-    Scenario("invalid-result", {**OK, "load-1": (1, row(2, valid=False))}, expect_phase="Failed",
+    Scenario("load-point-crash", {"load": (1, sweep(row(1), CRASHED))}, expect_phase="Failed",
+             expect_reason="LoadFailed"),
+    Scenario("invalid-result", {"load": (1, sweep(row(1), row(2, valid=False)))}, expect_phase="Failed",
              expect_reason="InvalidResult"),
     Scenario("server-crash", OK, server="crash", expect_phase="Failed", expect_reason="ServerFailed"),
     Scenario("server-never-ready", OK, server="never", ready_seconds=10, expect_phase="Failed",
@@ -120,7 +128,7 @@ class Cluster:
     )  # (generation, step) -> result
     jobs: dict[tuple[int, str], JobState] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime(2026, 11, 29, tzinfo=UTC))
-    runs: dict[str, int] = field(default_factory=dict)  # step id -> times a worker ran it
+    runs: dict[str, int] = field(default_factory=dict)  # what workers measured ("load:0": times) or ran
 
     def observe(self, owner: Owner, status: dict[str, Any]) -> Observed:
         obs = Observed(generation=owner.generation, status=status, now=self.now)
@@ -147,18 +155,37 @@ class Cluster:
             self.objects.pop((kind, name), None)
 
     def advance(self) -> None:
-        """Time passes: each Job runs its worker (as scripted) and completes."""
+        """Time passes: each Job's worker (as scripted) measures one more point of its sweep and publishes
+        what it has (partial until the last, resuming after what its result ConfigMap already holds, as the
+        perf worker's --resume does), then completes."""
         self.now += timedelta(seconds=1)
         for (kind, name), obj in list(self.objects.items()):
             if kind != "Job":
                 continue
             labels = obj["metadata"]["labels"]
             gen, sid = int(labels["servelab.dev/generation"]), labels["servelab.dev/step"]
-            if (gen, sid) in self.jobs:
+            if (gen, sid) in self.jobs and not self.jobs[(gen, sid)].active:
                 continue
+            if self.scenario.server != "ok" and any(k == "Deployment" for k, _ in self.objects):
+                continue  # its worker waits for the server (--wait-ready), which never answers
             rc, result = self.scenario.steps[sid]
-            self.runs[sid] = self.runs.get(sid, 0) + 1
-            if result is not None:
+            command = obj["spec"]["template"]["spec"]["containers"][0]["command"]
+            points = (result or {}).get("points", [])[: sweep_points(command)]
+            have = len((self.results.get((gen, sid)) or {}).get("points", []))
+            if have < len(points):  # one more point measured and published
+                key = f"{sid}:{have}"
+                self.runs[key] = self.runs.get(key, 0) + 1
+                have += 1
+                self.results[(gen, sid)] = {
+                    "points": points[:have],
+                    **({"partial": True} if have < len(points) else {}),
+                }
+                if have < len(points):
+                    self.jobs[(gen, sid)] = JobState(name, active=True)
+                    continue
+            elif result is None:
+                self.runs[sid] = self.runs.get(sid, 0) + 1
+            elif not points:
                 self.results[(gen, sid)] = result
             self.jobs[(gen, sid)] = JobState(name, succeeded=rc == 0, failed=rc != 0,
                                              message="" if rc == 0 else "BackoffLimitExceeded: Job has reached the specified backoff limit",
@@ -176,10 +203,18 @@ def run_cluster(world: Cluster, body: dict[str, Any], generation: int = 1, statu
         status = d.status.to_wire()
         if status.get("phase") in ("Succeeded", "Failed"):
             return status
-        if stop_after and (generation, stop_after) in world.jobs:
-            return status  # the operator is killed here
+        if stop_after and stop_after in world.runs:
+            return status  # the operator is killed here (after that point was measured)
         world.advance()
     raise AssertionError(f"no end after {max_ticks} ticks: {status.get('progress')}")
+
+
+def sweep_points(argv: list[str]) -> int:
+    """How many points a sweep step's command asks for (its --parallel values)."""
+    if "--parallel" not in argv:
+        return 0
+    rest = argv[argv.index("--parallel") + 1 :]
+    return next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))
 
 
 # ---- servelab run's backend: real processes ---------------------------------------------------------
@@ -197,14 +232,37 @@ SERVER = textwrap.dedent("""
     http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """)
 WORKER = textwrap.dedent("""
-    import json, os, pathlib, sys
-    sid = sys.argv[1]
+    import argparse, json, os, sys, time
+    from servelab.workers import perf
+    from servelab.workers.publish import sink_from_spec
+    sid, argv = sys.argv[1], sys.argv[2:]
     rc, result = json.loads(os.environ["SCENARIO_STEPS"])[sid]
-    with open(os.environ["SCENARIO_RUNS"], "a") as f:
-        f.write(sid + "\\n")
-    if result is not None:
-        sink = pathlib.Path(os.environ["SERVELAB_RESULT_SINK"].split(":", 1)[1])
-        sink.write_text(json.dumps(result))
+    sink = sink_from_spec(None)
+    def ran(what):
+        with open(os.environ["SCENARIO_RUNS"], "a") as f:
+            f.write(what + "\\n")
+    if argv[2] == "perf" and result is not None:  # a sweep: the perf worker's own arguments and resume
+        parser = argparse.ArgumentParser()
+        perf.add_arguments(parser)
+        args = parser.parse_args(argv[3:])
+        if args.wait_ready:  # as the perf worker: measure nothing before the server answers
+            from servelab.workers.common import server_root, wait_ready
+            while wait_ready(server_root(args.url), 1) >= 1:
+                pass
+        key = perf.sweep_key(args)
+        points = result["points"][: len(args.parallel)]
+        done = [d["point"] for d in perf.published_points(sink.read() or {}, key)] if args.resume else []
+        for i in range(len(done), len(points)):
+            ran(f"{sid}:{i}")
+            if i == int(os.environ.get("SCENARIO_HANG_AT", "-1")):
+                time.sleep(60)
+            done.append(points[i])
+            last = len(done) == len(points)
+            sink.publish({"points": done, "sweepKey": key, **({} if last else {"partial": True})})
+    else:
+        ran(sid)
+        if result is not None:
+            sink.publish(result)
     sys.exit(rc)
 """)
 
@@ -217,23 +275,26 @@ class ScriptedToolchain(Toolchain):
     scripts: Path
     runs_file: Path
 
+    hang_at: int = -1  # the sweep's worker hangs at this point (to be interrupted)
+
     def env(self) -> dict[str, str]:
         return {"SCENARIO_SERVER": self.scenario.server, "SCENARIO_STEPS": json.dumps(self.scenario.steps),
-                "SCENARIO_RUNS": str(self.runs_file), "PATH": "/usr/bin:/bin"}  # fmt: skip
+                "SCENARIO_RUNS": str(self.runs_file), "PATH": "/usr/bin:/bin", "SCENARIO_HANG_AT": str(self.hang_at),
+                "PYTHONPATH": str(Path(core.__file__).parent.parent)}  # fmt: skip
 
     def worker_argv(self, step: WorkerStep) -> tuple[list[str], dict[str, str]]:
-        return [sys.executable, str(self.scripts / "worker.py"), step.id], self.env()
+        return [sys.executable, str(self.scripts / "worker.py"), step.id, *step.argv], self.env()
 
     def server_argv(self, engine: str, command: list[str]) -> tuple[list[str], dict[str, str]]:
         port = command[command.index("--port") + 1]
         return [sys.executable, str(self.scripts / "server.py"), port], self.env()
 
 
-def local_executor(tmp: Path, scenario: Scenario) -> tuple[LocalExecutor, Path]:
+def local_executor(tmp: Path, scenario: Scenario, hang_at: int = -1) -> tuple[LocalExecutor, Path]:
     (tmp / "server.py").write_text(SERVER)
     (tmp / "worker.py").write_text(WORKER)
     runs = tmp / "runs.txt"
-    tool = ScriptedToolchain(scenario=scenario, scripts=tmp, runs_file=runs)
+    tool = ScriptedToolchain(scenario=scenario, scripts=tmp, runs_file=runs, hang_at=hang_at)
     return LocalExecutor(runs_dir=tmp / "runs", log=lambda _: None, toolchain=tool, tick_seconds=0.1), runs
 
 
@@ -264,23 +325,30 @@ def test_both_backends_end_with_the_same_status(scenario: Scenario, tmp_path: Pa
     assert sorted(ran) == sorted(sid for sid, n in world.runs.items() for _ in range(n))  # the same steps ran
 
 
-def test_restart_mid_run_loses_and_repeats_nothing(tmp_path: Path) -> None:
-    """The operator killed after load-0 and restarted / `servelab run` interrupted and `--resume`d: the run
-    continues from load-1, load-0 is not run again, and both end as an uninterrupted run does."""
-    scenario = SCENARIOS[0]
-    body = spec_body()
+def test_restart_mid_sweep_loses_and_repeats_no_point(tmp_path: Path) -> None:
+    """The operator killed after the sweep's first point and restarted / `servelab run` interrupted during
+    its second point and `--resume`d: the sweep goes on from the first point without a published result
+    (the worker keeps what it published), no point is measured twice, and both end as an uninterrupted
+    run does."""
+    scenario = Scenario("three", {"load": (0, sweep(row(1), row(2), row(4)))})
+    body = spec_body(parallel=(1, 2, 4))
     world = Cluster(scenario)
-    half = run_cluster(world, body, stop_after="load-0")
-    assert half["phase"] == "Running"
+    half = run_cluster(world, body, stop_after="load:0")
+    assert half["phase"] == "Running" and [r["concurrency"] for r in half["results"]] == [1]
     in_cluster = run_cluster(world, body, status=half)  # a new operator process: only what is stored
-    assert world.runs == {"warmup": 1, "load-0": 1, "load-1": 1}
+    assert world.runs == {"load:0": 1, "load:1": 1, "load:2": 1}
 
-    # locally: load-1's worker is made to hang, the run is cut (as Ctrl-C would), then resumed
-    hang = Scenario("hang", {**OK, "load-1": (0, None)})
-    ex, runs = local_executor(tmp_path, hang)
-    (tmp_path / "worker.py").write_text(
-        WORKER.replace("sys.exit(rc)", "import time\nif sid == 'load-1': time.sleep(60)\nsys.exit(rc)")
-    )
+    # in a cluster, the sweep's Job gone after its first point (deleted; its pod's node lost): created again,
+    # its new worker resumes from the published result
+    again = Cluster(scenario)
+    half = run_cluster(again, body, stop_after="load:0")
+    again.jobs.pop((1, "load"))
+    again.objects.pop(("Job", "sc-g1-load"))
+    assert run_cluster(again, body, status=half)["phase"] == "Succeeded"
+    assert again.runs == {"load:0": 1, "load:1": 1, "load:2": 1}
+
+    # locally: the sweep's worker hangs in its second point, the run is cut (as Ctrl-C would), then resumed
+    ex, runs = local_executor(tmp_path, scenario, hang_at=1)
     import threading
 
     def interrupted_run() -> None:
@@ -289,17 +357,19 @@ def test_restart_mid_run_loses_and_repeats_nothing(tmp_path: Path) -> None:
 
     t = threading.Thread(target=interrupted_run, daemon=True)
     t.start()
-    stored = tmp_path / "runs" / "servebenchmark-sc" / "load-0.exit"
-    for _ in range(200):
-        if stored.exists() and "load-1" in (runs.read_text() if runs.exists() else ""):
+    for _ in range(300):
+        if "load:1" in (runs.read_text() if runs.exists() else ""):
             break
         threading.Event().wait(0.1)
     ex.interrupted.set()  # what Ctrl-C does to `servelab run`
     t.join(10)
     ex.stop_all()  # and its processes die with it
     assert not t.is_alive()
+    published = json.loads((tmp_path / "runs" / "servebenchmark-sc" / "load.result.json").read_text())
+    assert published["partial"] and len(published["points"]) == 1  # the first point, published
     local, ran = run_local(tmp_path, scenario, body, resume=True)
-    assert ran.count("load-0") == 1 and ran.count("warmup") == 1  # not repeated after the restart
+    # the interrupted point is measured again (it had no result); the first is not
+    assert ran == ["load:0", "load:1", "load:1", "load:2"]
     assert normalized(local) == normalized(in_cluster)
 
 
@@ -317,7 +387,10 @@ def test_spec_change_starts_the_next_generation_in_both(tmp_path: Path) -> None:
     run_local(tmp_path, scenario, spec_body())
     local, _ = run_local(tmp_path, scenario, changed, resume=True)
     assert normalized(local) == normalized(second)
-    assert not (tmp_path / "runs" / "servebenchmark-sc" / "load-1.result.json").exists()  # stale, deleted
+    # the older generation's result is stale: deleted, not resumed from (a different sweep)
+    assert json.loads((tmp_path / "runs" / "servebenchmark-sc" / "load.result.json").read_text())[
+        "points"
+    ] == [row(1)["points"][0]]
 
 
 def test_an_existing_endpoint_is_measured_with_nothing_deployed(tmp_path: Path) -> None:

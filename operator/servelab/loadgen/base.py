@@ -76,5 +76,18 @@ class LoadGenerator(ABC):
     def prepare(self, out: Path, parallel: int, number: int) -> None:  # noqa: B027 - optional hook
         """Clean what a retried point left behind, where the tool refuses to overwrite it."""
 
+    def session_command(self, tokenizer: str | None = None) -> list[str] | None:
+        """The command of one client process that runs every point of a sweep (`loadgen.session`; it loads
+        `tokenizer` before the first point), or None where the generator runs a process per point (no
+        in-process API, or an explicit program)."""
+        return None
+
+    def warm_session(self, tokenizer: str | None = None) -> None:  # noqa: B027 - optional hook
+        """In a session's process, before its first point: import and load what every point needs."""
+
+    def run_in_process(self, argv: list[str]) -> int:
+        """In a session's process: run one point's `point_command` argv, return its exit code."""
+        raise NotImplementedError(f"{self.name} has no in-process runner")
+
 
 __all__ = ["LoadGenerator", "PointFigures", "PointShape"]

@@ -2,7 +2,8 @@
 
 Requests follow the reference recipe: `--dataset random`, prompt length fixed (`--min-prompt-length =
 --max-prompt-length`, `--prefix-length 0`), `--max-tokens = --min-tokens`, `--extra-args '{"ignore_eos":
-true}'`, a local tokenizer, `--no-timestamp`. One evalscope process per point; figures are recomputed
+true}'`, a local tokenizer, `--no-timestamp`. One evalscope process per sweep (`servelab.loadgen.session`: each point run in-process,
+with the argv below) or per point; figures are recomputed
 from its per-request SQLite data (`servelab.workers.perfparse`).
 """
 
@@ -60,6 +61,48 @@ class Evalscope(LoadGenerator):
         if shape.api_key:
             cmd += ["--api-key", shape.api_key]
         return cmd
+
+    def session_command(self, tokenizer: str | None = None) -> list[str] | None:
+        """This interpreter, when evalscope is importable in it (the evalscope image and environment) and
+        no other program was named."""
+        import importlib.util
+
+        if self.program or importlib.util.find_spec("evalscope") is None:
+            return None
+        return [
+            sys.executable,
+            "-m",
+            "servelab.loadgen.session",
+            self.name,
+            *([tokenizer] if tokenizer else []),
+        ]
+
+    def warm_session(self, tokenizer: str | None = None) -> None:
+        import evalscope.perf.main
+        from evalscope.perf.plugin.datasets.utils import load_tokenizer
+
+        # seconds of imports and the tokenizer's first load, once per sweep (while the server loads); and
+        # no HTML report per point (seconds each, between points, with the server held): servelab reads
+        # the per-request data, which every point still keeps
+        evalscope.perf.main.gen_perf_html_report = lambda *_a, **_k: None
+        if tokenizer:
+            try:
+                load_tokenizer(tokenizer)
+            except Exception as exc:  # the point itself reports what is wrong with it
+                print(f"tokenizer {tokenizer} not loaded ahead: {exc!r}", file=sys.stderr)
+
+    def run_in_process(self, argv: list[str]) -> int:
+        """`evalscope perf ARGS` as its CLI runs it (its own argument parser, `run_perf_benchmark`)."""
+        import argparse
+
+        from evalscope.perf.arguments import add_argument
+        from evalscope.perf.main import run_perf_benchmark
+
+        args = argv[argv.index("perf") + 1 :]
+        parser = argparse.ArgumentParser(prog="evalscope perf")
+        add_argument(parser)
+        run_perf_benchmark(parser.parse_args(args))
+        return 0
 
     def prepare(self, out: Path, parallel: int, number: int) -> None:
         stale = out / "evalscope" / "perf" / f"parallel_{parallel}_number_{number}"

@@ -350,7 +350,8 @@ class LocalExecutor:
 
     def _start_step(self, step: WorkerStep, d: Path) -> _Step:
         result_file = d / f"{step.id}.result.json"
-        result_file.unlink(missing_ok=True)
+        if "--resume" not in step.argv:  # a resumable step keeps what it published (it resumes from it)
+            result_file.unlink(missing_ok=True)
         argv, env = self.toolchain.worker_argv(step)
         env["SERVELAB_RESULT_SINK"] = f"file:{result_file}"
         for name, (secret, key) in step.secret_env.items():

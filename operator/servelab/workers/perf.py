@@ -1,9 +1,13 @@
 """`servelab worker perf`: an `evalscope perf` sweep against an OpenAI-compatible server.
 
-Runs in the `evalscope` image/environment (evalscope 1.14.1). One evalscope process per
-(parallel, number) pair, so the engine's `/metrics` can be scraped before and after each point; the
-random data set's `--dataset-offset` advances by each point's request count (what evalscope does
-inside one sweep) so no point reuses another's prompts from the server's cache.
+Runs in the `evalscope` image/environment (evalscope 1.14.1). With `--resume` (what the plan renders)
+one client process runs every point of the sweep (`servelab.loadgen.session`: evalscope imported once,
+started while the server loads its weights), a partial result is published after each point, and a
+restarted worker keeps the points its sink already holds (locally the result file, in a cluster the
+result ConfigMap) and resumes at the first point without one. Without it (or for a generator without a session) one client
+process runs per (parallel, number) pair. Either way the engine's `/metrics` is scraped before and after
+each point, and the random data set's `--dataset-offset` advances by each point's request count (what
+evalscope does inside one sweep) so no point reuses another's prompts from the server's cache.
 
 Requests follow the reference recipe: `--dataset random`, prompt length fixed
 (`--min-prompt-length = --max-prompt-length`, `--prefix-length 0`), `--max-tokens = --min-tokens`,
@@ -41,6 +45,7 @@ from servelab.api.results import LatencyPercentiles, LoadPointResult, PointPerce
 from servelab.engines import ENGINES
 from servelab.loadgen import PointShape
 from servelab.loadgen.headroom import Headroom, ProcessMonitor, client_bound, schedule_delays, server_capped
+from servelab.loadgen.session import PointSession, SessionDied
 from servelab.workers import engine_metrics
 from servelab.workers.common import (
     Ran,
@@ -128,8 +133,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-relative-spread", type=float, default=0.1,
                    help="a repeated point whose tok/s, TTFT or TPOT sd exceeds this share of the mean is unstable")  # fmt: skip
     p.add_argument("--resume", action="store_true",
-                   help="publish after each point and, after a restart, keep the points an interrupted run of "
-                        "the same sweep finished (OUT/sweep-state.json): one client process for a whole sweep")  # fmt: skip
+                   help="one client process for the whole sweep; publish after each point and, after a restart, keep the "
+                        "points an interrupted run of the same sweep published (the result sink)")  # fmt: skip
+    p.add_argument("--point-timeout", type=float, default=None,
+                   help="seconds one point's client may run (each repetition); default: no limit")  # fmt: skip
     p.add_argument("--warmup-only", action="store_true",
                    help="send the warm-up requests and publish how many succeeded; measure nothing")  # fmt: skip
 
@@ -338,8 +345,14 @@ def worst(reps: list[Rep]) -> Rep:
 
 
 def run_sweep(
-    args: argparse.Namespace, publish: Callable[[dict[str, Any]], None] | None = None
+    args: argparse.Namespace,
+    publish: Callable[[dict[str, Any]], None] | None = None,
+    published: dict[str, Any] | None = None,
+    session: PointSession | None = None,
 ) -> dict[str, Any]:
+    """Every point of the sweep, in order. With --resume: one client process for the whole sweep (where
+    the generator has one), a partial result published after each point, and the points an interrupted
+    run of the same sweep published kept, not measured again (it resumes at the first without a result)."""
     if len(args.parallel) != len(args.number):
         raise SystemExit("--parallel and --number need the same number of values")
     out: Path = args.out
@@ -364,12 +377,30 @@ def run_sweep(
     limit = adapter.concurrency_limit(root, command) if adapter else (None, None)
     gauge_names = set(adapter.metric_names.running + adapter.metric_names.waiting) if adapter else set()
     sample_gauges = bool(metrics_url and first and gauge_names & first.keys())
-    warmup_ok = warm_up(chat_url(args.url), args.model, args.warmup_requests, args.connect_timeout + 60)
+    resume = bool(getattr(args, "resume", False))
+    key = sweep_key(args)
+    # what an interrupted run of this sweep published (locally its result file, in a cluster its result
+    # ConfigMap: what survives a new pod) is kept; a fresh run has no result yet (its executor clears it)
+    done = published_points(published, key) if resume and published else []
+    if done:
+        print(f"resuming: {len(done)} of {len(args.parallel)} point(s) already measured, not repeated")
+    todo = len(args.parallel) - len(done)
+    session_argv = generator.session_command(str(args.tokenizer_path)) if resume and todo > 0 else None
+    session_env = {**env, **generator.environment(point_shape(args, engine))}
+    session_log = out / "logs" / "client-session.log"
+    if session_argv and (session is None or not session.alive()):  # one client process for every point
+        session = PointSession(session_argv, session_env, session_log)
+    elif not session_argv and session is not None:
+        session.close()
+        session = None
+    warmup_ok = (warm_up(chat_url(args.url), args.model, args.warmup_requests, args.connect_timeout + 60)
+                 if todo > 0 else (published or {}).get("warmupRequestsOk"))  # fmt: skip
     points: list[LoadPointResult] = []
     details: list[dict[str, Any]] = []
     offset = args.dataset_offset
     shape = point_shape(args, engine)
     repetitions = max(1, getattr(args, "repetitions", 1))
+    point_timeout = getattr(args, "point_timeout", None)
 
     def sweep_result() -> dict[str, Any]:
         return {
@@ -389,10 +420,10 @@ def run_sweep(
                 f"p{d['concurrency']}-n{d['requests']}": d["warnings"] for d in details if d["warnings"]
             },
             "artifacts": str(out),
+            "sweepKey": key,
+            "clientProcesses": "per-sweep" if session_argv else "per-point",
         }
 
-    state_path, key = out / "sweep-state.json", sweep_key(args)
-    done = load_state(state_path, key) if getattr(args, "resume", False) else []
     for i, (parallel, number) in enumerate(zip(args.parallel, args.number, strict=True)):
         if i < len(done):  # finished before a restart: kept, not measured again
             points.append(LoadPointResult.model_validate(done[i]["point"]))
@@ -402,16 +433,30 @@ def run_sweep(
         before = engine_metrics.scrape(metrics_url) if metrics_url else None
         reps: list[Rep] = []
         for r in range(repetitions):  # the same point again, on fresh prompts (offset), one client each
-            rout = out if repetitions == 1 else out / f"rep-{r + 1}"
+            pout = out if len(args.parallel) == 1 else out / f"point-{i}"  # a sweep may repeat a pair
+            rout = pout if repetitions == 1 else pout / f"rep-{r + 1}"
             suffix = "" if repetitions == 1 else f"-r{r + 1}"
             generator.prepare(rout, parallel, number)
             cmd = generator.point_command(shape, parallel, number, offset, rout)
             gauges = (
                 engine_metrics.GaugeSampler(metrics_url).start() if sample_gauges and metrics_url else None
             )
+            log = out / "logs" / f"perf-{i}-p{parallel}-n{number}{suffix}.log"
             try:
-                ran, monitor = run_monitored(cmd, out / "logs" / f"perf-p{parallel}-n{number}{suffix}.log",
-                                             {**env, **generator.environment(shape)})  # fmt: skip
+                if session is not None and not session.alive():  # killed at a point's time limit
+                    session = PointSession(session_argv or [], session_env, session_log)
+                ran, monitor = None, None
+                if session is not None:
+                    try:
+                        ran, monitor = session.run(cmd, log, point_timeout), session.monitor
+                    except SessionDied as died:
+                        print(f"{died}: one client process per point from here on")
+                        session.close()
+                        session, session_argv = None, None
+                if ran is None or monitor is None:
+                    ran, monitor = run_monitored(
+                        cmd, log, {**env, **generator.environment(shape)}, point_timeout
+                    )
             finally:
                 if gauges is not None:
                     gauges.stop()
@@ -542,33 +587,35 @@ def run_sweep(
         }
         details.append(detail)
         (out / "points").mkdir(exist_ok=True)
-        (out / "points" / f"p{parallel}-n{number}.json").write_text(
+        (out / "points" / f"{i}-p{parallel}-n{number}.json").write_text(
             json.dumps({"point": point.to_wire(), **detail}, indent=2) + "\n"
         )
-        state = {
-            "key": key,
-            "points": [{"point": q.to_wire(), "detail": d} for q, d in zip(points, details, strict=True)],
-        }
-        state_path.write_text(json.dumps(state) + "\n")
         if publish is not None and i + 1 < len(args.parallel):  # a partial result after each point
             publish({**sweep_result(), "partial": True})
+    if session is not None:
+        session.close()
     return sweep_result()
 
 
 def sweep_key(args: argparse.Namespace) -> str:
-    """What identifies a sweep for --resume: its points and request shape (not how long it waited)."""
-    keep = {k: v for k, v in sorted(vars(args).items()) if k not in ("wait_ready", "resume", "result")}
+    """What identifies a sweep for --resume: its points and request shape, not where the server listens (a
+    server started again, locally on another port, serves the same sweep) or how long the client waits."""
+    ignored = ("wait_ready", "resume", "result", "point_timeout", "warmup_requests", "url", "metrics_url",
+               "server_command", "evalscope")  # fmt: skip
+    keep = {k: v for k, v in sorted(vars(args).items()) if k not in ignored}
     return hashlib.sha256(json.dumps(keep, default=str, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_state(path: Path, key: str) -> list[dict[str, Any]]:
-    """The points an interrupted run of the same sweep finished ({point, detail} each, in order)."""
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
+def published_points(result: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The points a sweep's last published result holds ({point, detail} each, in order), when it is a
+    result of this same sweep (a restarted pod has no state file: the result ConfigMap is what survives)."""
+    if result.get("sweepKey") != key:
         return []
-    done: list[dict[str, Any]] = state.get("points", []) if state.get("key") == key else []
-    return done
+    warnings = result.get("warnings") or {}
+    return [{"point": p, "detail": {"concurrency": p.get("concurrency"), "requests": p.get("requests"),
+                                    "warnings": warnings.get(f"p{p.get('concurrency')}-n{p.get('requests')}", []),
+                                    "resumed": True}}
+            for p in result.get("points", [])]  # fmt: skip
 
 
 def format_table(points: list[dict[str, Any]]) -> str:
@@ -600,6 +647,12 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     sink = sink_from_spec(args.result, default_file=args.out / "result.json")
+    session = None
+    if args.resume and args.wait_ready and not args.warmup_only:
+        # the sweep's client process starts (its imports) while the server loads its weights
+        argv = loadgen.get(args.generator, args.evalscope).session_command(str(args.tokenizer_path))
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+        session = PointSession(argv, env, args.out / "logs" / "client-session.log") if argv else None
     if args.wait_ready:
         waited = wait_ready(server_root(chat_url(args.url)), args.wait_ready)
         print(f"server answered after {waited:.1f}s" if waited < args.wait_ready else "server did not answer")
@@ -608,7 +661,13 @@ def run(args: argparse.Namespace) -> int:
         sink.publish({"kind": "warmup", "warmupRequests": args.warmup_requests, "warmupRequestsOk": ok})
         print(f"warm-up: {ok}/{args.warmup_requests} requests succeeded")
         return 0
-    result = run_sweep(args, publish=sink.publish if args.resume else None)
+    published = sink.read() if args.resume else None
+    try:
+        result = run_sweep(args, publish=sink.publish if args.resume else None, published=published,
+                           session=session)  # fmt: skip
+    finally:
+        if session is not None:
+            session.close()
     result["durationSeconds"] = round(time.monotonic() - started, 3)
     sink.publish(result)
     print(format_table(result["points"]))

@@ -45,6 +45,8 @@ class ResultSink(Protocol):
 
     def describe(self) -> str: ...
 
+    def read(self) -> dict[str, Any] | None: ...
+
 
 def encode(result: Mapping[str, Any]) -> str:
     text = json.dumps(result, sort_keys=True, separators=(",", ":"))
@@ -61,6 +63,14 @@ class FileSink:
 
     def describe(self) -> str:
         return f"file:{self.path}"
+
+    def read(self) -> dict[str, Any] | None:
+        """What was last published here (None: nothing, or not a JSON object)."""
+        try:
+            body = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return body if isinstance(body, dict) else None
 
     def publish(self, result: Mapping[str, Any]) -> None:
         text = encode(result)
@@ -139,6 +149,17 @@ class ConfigMapSink:
         if resource_version:
             meta["resourceVersion"] = resource_version
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {self.key: text}}
+
+    def read(self) -> dict[str, Any] | None:
+        """What was last published here, e.g. by an earlier pod of the same Job (None: nothing yet)."""
+        ns = urllib.parse.quote(self.namespace, safe="")
+        name = urllib.parse.quote(self.name, safe="")
+        try:
+            current = self._request("GET", f"/api/v1/namespaces/{ns}/configmaps/{name}")
+            body = json.loads((current.get("data") or {}).get(self.key) or "null")
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+        return body if isinstance(body, dict) else None
 
     def publish(self, result: Mapping[str, Any]) -> None:
         text = encode(result)
