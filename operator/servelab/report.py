@@ -75,6 +75,24 @@ def server_table(status: ServeBenchmarkStatus) -> str:
     return _table(header, rows)
 
 
+def size(value: int | None) -> str:
+    """Bytes as GiB/MiB (binary units, as the engines log them); '-' when unknown."""
+    if value is None:
+        return "-"
+    return f"{value / (1 << 30):.2f} GiB" if value >= 1 << 30 else f"{value / (1 << 20):.2f} MiB"
+
+
+def footprint_table(status: ServeBenchmarkStatus) -> str:
+    """Model load time, size on disk and GPU memory (write-up 002's table), with where each comes from."""
+    fp = status.footprint
+    if fp is None:
+        return ""
+    rows = [["load (s)", _f(fp.load_seconds, 2), fp.load_source or "not measured"],
+            ["model on disk", size(fp.model_bytes), fp.model_bytes_source or "not measured (the engine fetches it)"],
+            ["GPU memory", size(fp.gpu_memory_bytes), fp.gpu_memory_source or "not reported by the engine"]]  # fmt: skip
+    return _table(["Model", "Value", "Source"], rows)
+
+
 def scores_table(status: ServeBenchmarkStatus) -> str:
     rows = [[s.dataset, s.metric, s.subset or "-", "-" if s.num is None else str(s.num), f"{s.score:.4f}"]
             for s in status.scores]  # fmt: skip
@@ -103,6 +121,27 @@ def llama_bench_table(status: ServeBenchmarkStatus) -> str:
     table = _table(["model", "size", "params", "backend", "ngl", "test", "t/s"], rows)
     builds = sorted({b.build for b in status.llama_bench if b.build})
     return table + (f"\nbuild: {', '.join(builds)}" if builds else "")
+
+
+def llama_benchy_table(status: ServeBenchmarkStatus) -> str:
+    """llama-benchy's own table (write-up 003): model, test, t/s, peak t/s, ttfr, est_ppt, e2e_ttft (ms)."""
+    from servelab.workers.benchy import table
+
+    return table(status.llama_benchy)
+
+
+def offline_table(status: ServeBenchmarkStatus) -> str:
+    """vLLM's offline throughput (`vllm bench throughput`, no server) beside the best served output tok/s."""
+    o = status.offline_throughput
+    assert o is not None
+    served = [p.output_tokens_per_second for p in status.results if p.valid and p.output_tokens_per_second]
+    row = [str(o.requests), f"{o.input_len or '-'} / {o.output_len or '-'}", _f(o.elapsed_seconds, 2),
+           _f(o.requests_per_second, 3), _f(o.tokens_per_second, 2), _f(o.output_tokens_per_second, 2),
+           _f(max(served), 2) if served else "-"]  # fmt: skip
+    return "offline throughput (vllm bench throughput, no server):\n" + _table(
+        ["Requests", "In/out", "Time(s)", "req/s", "total tok/s", "output tok/s", "served best output tok/s"],
+        [row],
+    )
 
 
 def quant_table(status: QuantJobStatus) -> str:

@@ -12,7 +12,9 @@ from servelab.api.results import (
     DepthPointResult,
     EvalScore,
     LlamaBenchResult,
+    LlamaBenchyResult,
     LoadPointResult,
+    OfflineThroughputResult,
     QuantVariantResult,
 )
 from servelab.api.servebenchmark import BenchmarkSummary, ServeBenchmarkStatus
@@ -153,6 +155,8 @@ def outcome(status: ServeBenchmarkStatus) -> str:
         (len(status.scores), "score(s)"),
         (len(status.depth), "depth row(s)"),
         (len(status.llama_bench), "llama-bench test(s)"),
+        (len(status.llama_benchy), "llama-benchy row(s)"),
+        (1 if status.offline_throughput else 0, "offline throughput"),
     ]
     return ", ".join(f"{n} {what}" for n, what in parts if n) or "nothing measured"
 
@@ -212,9 +216,15 @@ def fold_benchmark(
     elif step.result == "scores":
         fold_scores(status, [EvalScore.model_validate(s) for s in result.get("scores", [])])
     elif step.result == "depth":
-        fold_depth(status, [DepthPointResult.model_validate(r) for r in result.get("depth", [])])
+        # the depth worker publishes its rows as "points" (servelab.workers.depth)
+        rows = result.get("depth") or result.get("points") or []
+        fold_depth(status, [DepthPointResult.model_validate(r) for r in rows])
     elif step.result == "bench":
         status.llama_bench = [LlamaBenchResult.model_validate(r) for r in result.get("bench", [])]
+    elif step.result == "benchy":
+        status.llama_benchy = [LlamaBenchyResult.model_validate(r) for r in result.get("benchy", [])]
+    elif step.result == "offline" and result.get("offline"):
+        status.offline_throughput = OfflineThroughputResult.model_validate(result["offline"])
 
 
 def fold_quant(status: QuantJobStatus, result: dict[str, Any]) -> None:

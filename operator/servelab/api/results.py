@@ -208,6 +208,57 @@ class LlamaBenchResult(ApiModel):
     build: str | None = Field(None, max_length=128, description="llama.cpp build: commit (number).")
 
 
+class OfflineThroughputResult(ApiModel):
+    """`vllm bench throughput` (vLLM's offline engine, no server): write-up 002's `vllm.LLM` benchmark."""
+
+    requests: int = Field(..., ge=0, description="Requests processed (--num-prompts).")
+    prompt_tokens: int | None = Field(None, ge=0, description="Prompt tokens of all requests.")
+    output_tokens: int | None = Field(None, ge=0, description="Tokens generated for all requests.")
+    elapsed_seconds: float = Field(..., ge=0, description="Time the engine took for all of them.")
+    requests_per_second: float = Field(..., ge=0, description="Requests per second.")
+    tokens_per_second: float = Field(..., ge=0, description="Prompt and output tokens per second.")
+    output_tokens_per_second: float | None = Field(
+        None, ge=0, description="Output tokens per second (what the served points' tok/s compares with)."
+    )
+    input_len: int | None = Field(None, ge=0, description="Prompt tokens of each request, as asked.")
+    output_len: int | None = Field(None, ge=0, description="Output tokens of each request, as asked.")
+    command: list[str] = Field(
+        default_factory=list, max_length=256, description="The `vllm bench throughput` arguments run."
+    )
+
+
+class Metric(ApiModel):
+    """A mean ± standard deviation over a test's runs."""
+
+    mean: float = Field(..., description="Mean over the runs.")
+    sd: float = Field(0, ge=0, description="Standard deviation over the runs.")
+
+
+class LlamaBenchyResult(ApiModel):
+    """One row of llama-benchy's table (write-up 003: `pp2048 @ d8192  4900.92 ± 366.64`): a prompt
+    processing (pp) or generation (tg) test at a context depth and concurrency. Times in seconds (the
+    table shows llama-benchy's milliseconds)."""
+
+    test: str = Field(
+        ..., max_length=64, description="As llama-benchy names it: pp2048, tg32 @ d8192, ctx_pp @ d8192."
+    )
+    kind: Literal["pp", "tg", "ctx_pp", "ctx_tg"] = Field(..., description="What the row measures.")
+    prompt_tokens: int = Field(..., ge=0, description="--pp of the test.")
+    gen_tokens: int = Field(..., ge=0, description="--tg of the test.")
+    depth: int = Field(0, ge=0, description="--depth of the test (context tokens before the prompt).")
+    concurrency: int = Field(1, ge=1, description="Concurrent requests (--concurrency).")
+    tokens_per_second: Metric = Field(..., description="t/s (total over the concurrent requests).")
+    request_tokens_per_second: Metric | None = Field(None, description="t/s (req): per request.")
+    peak_tokens_per_second: Metric | None = Field(None, description="peak t/s (tg rows).")
+    ttfr_seconds: Metric | None = Field(None, description="Time to first response (pp rows).")
+    est_ppt_seconds: Metric | None = Field(None, description="Estimated prompt processing time (pp rows).")
+    e2e_ttft_seconds: Metric | None = Field(
+        None, alias="e2eTtftSeconds", description="End-to-end time to first token (pp rows)."
+    )
+    model: str | None = Field(None, max_length=256, description="llama-benchy's model column.")
+    version: str | None = Field(None, max_length=32, description="llama-benchy's version.")
+
+
 class QuantVariantResult(ApiModel):
     """What one quantized output costs: size, time, quality against the unquantized model."""
 

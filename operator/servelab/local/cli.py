@@ -72,6 +72,8 @@ def execute(
         print(
             f"\nServeBenchmark {name}: {bs.phase} — {bs.message}  (model {bs.model}, quant {bs.quantization})"
         )
+        if bs.footprint:
+            print(report.footprint_table(bs))
         if bs.results:
             print(report.load_table(bs))
             print("client vs server (engine /metrics):")
@@ -80,6 +82,10 @@ def execute(
             print(report.depth_table(bs))
         if bs.llama_bench:
             print(report.llama_bench_table(bs))
+        if bs.llama_benchy:
+            print(report.llama_benchy_table(bs))
+        if bs.offline_throughput:
+            print(report.offline_table(bs))
         if bs.scores:
             print(report.scores_table(bs))
     png = (

@@ -345,6 +345,51 @@ def depth_tables(runs: list[Run], baseline: str | None) -> list[tuple[str, list[
     return out
 
 
+def benchy_tables(runs: list[Run]) -> list[Table]:
+    """Write-up 003's llama-benchy table, one per run: model, test, t/s, peak t/s, ttfr, est_ppt, e2e_ttft."""
+
+    def ms(m: Any) -> str:
+        return "" if m is None else f"{m.mean * 1e3:.2f} ± {m.sd * 1e3:.2f}"
+
+    def ts(m: Any) -> str:
+        return "" if m is None else f"{m.mean:.2f} ± {m.sd:.2f}"
+
+    out = []
+    for r in runs:
+        rows = r.bench.llama_benchy
+        if not rows:
+            continue
+        version = next((x.version for x in rows if x.version), None)
+        t = Table(f"llama-benchy{f' {version}' if version else ''}: {r.name}",
+                  ["model", "test", "t/s", "peak t/s", "ttfr (ms)", "est_ppt (ms)", "e2e_ttft (ms)"], wide=True)  # fmt: skip
+        for x in rows:
+            t.add(x.model or "", x.test, ts(x.tokens_per_second), ts(x.peak_tokens_per_second), ms(x.ttfr_seconds),
+                  ms(x.est_ppt_seconds), ms(x.e2e_ttft_seconds))  # fmt: skip
+        out.append(t)
+    return out
+
+
+def offline_table(runs: list[Run]) -> Table | None:
+    """vLLM's offline throughput (`vllm bench throughput`, no server) beside the best served output tok/s."""
+    done = [r for r in runs if r.bench.offline_throughput]
+    if not done:
+        return None
+    t = Table("Offline (vllm bench throughput) and served throughput",
+              ["Run", "Requests", "In / out tokens", "Offline output tok/s", "Offline total tok/s", "Offline req/s",
+               "Served best output tok/s"],
+              note="served: the best valid load point's output tok/s (none without spec.load)")  # fmt: skip
+    for r in done:
+        o = r.bench.offline_throughput
+        assert o is not None
+        served = [
+            p.output_tokens_per_second for p in r.bench.results if p.valid and p.output_tokens_per_second
+        ]
+        t.add(r.name, str(o.requests), f"{o.input_len or '-'} / {o.output_len or '-'}",
+              _fmt("{:.2f}", o.output_tokens_per_second), _fmt("{:.2f}", o.tokens_per_second),
+              _fmt("{:.3f}", o.requests_per_second), _fmt("{:.2f}", max(served) if served else None))  # fmt: skip
+    return t
+
+
 def quant_tables(qj: Run) -> list[Table]:
     q = qj.quant
     base = q.base
@@ -387,6 +432,26 @@ def quant_tables(qj: Run) -> list[Table]:
 
 
 # ---- the whole document ---------------------------------------------------------------------------------------
+def footprint_table(runs: list[Run]) -> Table | None:
+    """Model load time, size on disk and GPU memory of each run's server (write-up 002's three-way table):
+    '-' where unknown, never estimated; the sources say how each was measured."""
+    from servelab.report import size
+
+    done = [r for r in runs if r.bench.footprint]
+    if not done:
+        return None
+    t = Table("Model load, size on disk and GPU memory",
+              ["Run", "Engine", "Load (s)", "Model on disk", "GPU memory", "Sources"],
+              note="load: server start to ready; size: the model step's du; GPU memory: as the engine logs it")  # fmt: skip
+    for r in done:
+        fp = r.bench.footprint
+        assert fp is not None
+        sources = "; ".join(s for s in (fp.load_source, fp.model_bytes_source, fp.gpu_memory_source) if s)
+        t.add(r.name, r.bench.engine or "-", _fmt("{:.2f}", fp.load_seconds), size(fp.model_bytes),
+              size(fp.gpu_memory_bytes), sources)  # fmt: skip
+    return t
+
+
 def build(runs: list[Run], baseline: str | None = None, title: str = "servelab comparison report",
           meta: list[str] | None = None) -> Document:  # fmt: skip
     from servelab.reporting import plots
@@ -434,6 +499,15 @@ def build(runs: list[Run], baseline: str | None = None, title: str = "servelab c
             )
             sec.tables.append(t)
         sections.append(sec)
+    footprint = footprint_table(benches)
+    if footprint:
+        sections.append(Section("Model load, size and memory", tables=[footprint]))
+    offline = offline_table(benches)
+    if offline:
+        sections.append(Section("Offline throughput (vLLM, no server)", tables=[offline]))
+    benchy = benchy_tables(benches)
+    if benchy:
+        sections.append(Section("llama-benchy depth sweeps", tables=benchy))
     if quants:
         sec = Section("Quantization: size and quality")
         sec.figures.append(Figure("quality", "Quality against size", partial(plots.quality, quants),
@@ -441,7 +515,8 @@ def build(runs: list[Run], baseline: str | None = None, title: str = "servelab c
         for q in quants:
             sec.tables += quant_tables(q)
         sections.append(sec)
-    left_out = [r for r in benches if not r.bench.results and not r.bench.scores and not r.bench.depth]
+    left_out = [r for r in benches if not r.bench.results and not r.bench.scores and not r.bench.depth
+                and not r.bench.llama_benchy and not r.bench.offline_throughput]  # fmt: skip
     if left_out:
         sections.append(
             Section(

