@@ -294,6 +294,14 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
         except ValidationError as invalid:  # a worker of another version, or a broken one: never into status
             unreadable = unreadable or (step, invalid)
     status.summary = st.summarize(status, plan.points)
+    stored = obs.status or {}
+    before = len(stored.get("results") or []) if stored.get("observedGeneration") == obs.generation else 0
+    for k, r in enumerate(status.results[before:], start=before + 1):  # a sweep's points, as they come
+        tps = (
+            f", {r.output_tokens_per_second:.1f} out tok/s" if r.output_tokens_per_second is not None else ""
+        )
+        d.event("PointMeasured", f"load {k}/{plan.points}: concurrency {r.concurrency}, {r.requests} requests{tps}"
+                f"{'' if r.valid else ' (invalid)'}")  # fmt: skip
     if unreadable is not None:
         bad, exc = unreadable
         return _fail(d, spec, "InvalidResult", f"{bad.title}: the worker published a result that does not "

@@ -175,7 +175,7 @@ def test_interrupt_stops_every_process(tiny: Path, tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 600
-    while not (runs / "servebenchmark-b" / "load-0.log").exists():
+    while not (runs / "servebenchmark-b" / "load.log").exists():
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.5)
     time.sleep(3)

@@ -34,7 +34,7 @@ def test_repeated_point_carries_its_spread(tiny_model: Path, tmp_path: Path) -> 
     assert p["outputTokensPerSecond"] == pytest.approx(spread["outputTokensPerSecond"]["mean"])
     assert p["unstable"] is (p.get("unstableReason") is not None)
     # three client processes, three disjoint prompt ranges (dataset offsets 0, 6, 12)
-    logs = sorted((out / "logs").glob("perf-p2-n6-r*.log"))
+    logs = sorted((out / "logs").glob("perf-0-p2-n6-r*.log"))
     assert len(logs) == 3
     offsets = [log.read_text().split("--dataset-offset ")[1].split()[0] for log in logs]
     assert offsets == ["0", "6", "12"]

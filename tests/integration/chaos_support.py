@@ -74,15 +74,20 @@ class OperatorProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def _arg(command: list[str], flag: str) -> str | None:
-    return command[command.index(flag) + 1] if flag in command else None
+def _values(command: list[str], flag: str) -> list[str]:
+    """Every value of a flag that takes several (up to the next flag)."""
+    if flag not in command:
+        return []
+    rest = command[command.index(flag) + 1 :]
+    return rest[: next((i for i, v in enumerate(rest) if v.startswith("--")), len(rest))]
 
 
 class FakeKubelet:
-    """Plays the kubelet for the pods labelled servelab.dev/executor=local of one namespace, one step at a
-    time: a server pod becomes Running and Ready once `serve` is set; a load Job's pod publishes its
-    step's result (into the ConfigMap the Job's environment names, with the labels it names) and then
-    succeeds once its step is released (`release("load-0")`, or `release_all`)."""
+    """Plays the kubelet for the pods labelled servelab.dev/executor=local of one namespace, one point at a
+    time: a server pod becomes Running and Ready once `serve` is set; the sweep Job's pod publishes each
+    point once it is released (`release("load-0")`: the sweep's first point; `release_all`: every point)
+    as the perf worker does (a partial result after each point, into the ConfigMap the Job's environment
+    names, with the labels it names), and succeeds once its last point is published."""
 
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
         self.core = client.CoreV1Api(api)
@@ -91,6 +96,7 @@ class FakeKubelet:
         self.released: set[str] = set()
         self.release_all = False
         self.done: set[str] = set()  # pods finished or made ready
+        self.published: dict[str, int] = {}  # pod -> points published
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -129,8 +135,14 @@ class FakeKubelet:
             step = labels.get("servelab.dev/step", "")
             if pod.status.phase == "Pending":
                 self._status(pod, "Running", True, {"running": {"startedAt": now()}})
-            if self.release_all or step in self.released:
-                self._publish(pod)
+            total = len(_values(list(pod.spec.containers[0].command or []), "--parallel")) or 1
+            released = (
+                total if self.release_all else sum(f"{step}-{i}" in self.released for i in range(total))
+            )
+            if released > self.published.get(name, 0):  # points in order, each once released
+                self._publish(pod, released, total)
+                self.published[name] = released
+            if released == total:
                 term = {
                     "terminated": {
                         "exitCode": 0,
@@ -142,24 +154,27 @@ class FakeKubelet:
                 self._status(pod, "Succeeded", False, term)
                 self.done.add(name)
 
-    def _publish(self, pod: Any) -> None:
+    def _publish(self, pod: Any, points: int, total: int) -> None:
         c = pod.spec.containers[0]
         env = {e.name: e.value for e in c.env or [] if e.value is not None}
         command = list(c.command or [])
         ns, name, key = env["SERVELAB_RESULT_SINK"].split(":", 1)[1].split("/")
-        parallel, number = int(_arg(command, "--parallel") or 1), int(_arg(command, "--number") or 1)
-        point = {"concurrency": parallel, "requests": number, "succeeded": number, "successRate": 1.0, "rps": 1.0,
-                 "outputTokensPerSecond": 10.0 * parallel, "avgTtftSeconds": 0.05, "avgTpotSeconds": 0.01,
-                 "avgLatencySeconds": 0.5, "durationSeconds": 1.0}  # fmt: skip
+        parallel = [int(v) for v in _values(command, "--parallel")] or [1]
+        number = [int(v) for v in _values(command, "--number")] or [1]
+        rows = [{"concurrency": p, "requests": n, "succeeded": n, "successRate": 1.0, "rps": 1.0,
+                 "outputTokensPerSecond": 10.0 * p, "avgTtftSeconds": 0.05, "avgTpotSeconds": 0.01,
+                 "avgLatencySeconds": 0.5, "durationSeconds": 1.0} for p, n in zip(parallel[:points], number, strict=False)]  # fmt: skip
+        result = {"points": rows, **({"partial": True} if points < total else {})}
         labels = {**json.loads(env["SERVELAB_RESULT_LABELS"]), "app.kubernetes.io/managed-by": "servelab"}
         body = {"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": name, "labels": labels, "ownerReferences": [json.loads(env["SERVELAB_OWNER_REF"])]},
-                "data": {key: json.dumps({"points": [point]})}}  # fmt: skip
+                "data": {key: json.dumps(result)}}  # fmt: skip
         try:
             self.core.create_namespaced_config_map(ns, body)
         except client.ApiException as err:
             if err.status != 409:
                 raise
+            self.core.patch_namespaced_config_map(name, ns, {"data": body["data"]})
 
     def _status(self, pod: Any, phase: str, ready: bool, container: dict[str, Any]) -> None:
         t = now()

@@ -66,7 +66,7 @@ def test_operator_killed_at_each_step_boundary_repeats_and_loses_nothing(
     with FakeKubelet(kube, ns) as kubelet:
         op.start()
         create_benchmark(kube, ns, name, load_spec(1, 1, 2))
-        # 1. the server (and the first load Job, which waits for it) created
+        # 1. the server (and the sweep's Job, whose client waits for it) created
         wait_for(lambda: apps.list_namespaced_deployment(ns).items, 60, "server Deployment")
         op.kill()
         op.start()
@@ -76,29 +76,28 @@ def test_operator_killed_at_each_step_boundary_repeats_and_loses_nothing(
                  60, "ServerReady in status")  # fmt: skip
         op.kill()
         op.start()
-        # 3. a point folded into status
+        # 3. the sweep's first point published and folded into status while its Job runs
         kubelet.release("load-0")
         wait_for(lambda: points(benchmark(kube, ns, name)) == [1], 60, "first point in status")
         op.kill()
-        # 4. a point finished while no operator runs (folded after the restart)
+        # 4. the second point published while no operator runs (folded after the restart)
         kubelet.release("load-1")
         op.start()
-        wait_for(lambda: _job_done(batch, ns, job("load-1")), 60, "load-1 done")
+        wait_for(lambda: points(benchmark(kube, ns, name)) == [1, 1], 60, "second point in status")
+        assert not _job_done(batch, ns, job("load"))  # still the same Job, one client, one point to go
         op.kill()
         op.start()
-        # 5. teardown: the last point done, killed as soon as its Job is
+        # 5. teardown: the last point done, killed as soon as the sweep's Job is
         kubelet.release("load-2")
-        wait_for(lambda: _job_done(batch, ns, job("load-2")), 60, "load-2 done")
+        wait_for(lambda: _job_done(batch, ns, job("load")), 60, "the sweep done")
         op.kill()
         op.start()
         obj = finished(kube, ns, name)
     created.stop()
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     assert points(obj) == [1, 1, 2]  # no point lost, none twice
-    assert job_names(kube, ns) == sorted(job(s) for s in ("load-0", "load-1", "load-2"))
-    assert all(
-        len(pods_of_job(kube, ns, job(s))) == 1 for s in ("load-0", "load-1", "load-2")
-    )  # each ran once
+    assert job_names(kube, ns) == [job("load")]  # one Job for the sweep
+    assert len(pods_of_job(kube, ns, job("load"))) == 1  # it ran once: one client process for every point
     assert created.repeated() == {}, created.repeated()  # no child created twice (by uid)
     wait_for(lambda: not apps.list_namespaced_deployment(ns).items, 30, "server torn down")
     seen = events(kube, ns, name)
@@ -145,14 +144,15 @@ def test_worker_pod_deleted_mid_point_fails_the_point_with_its_reason(
     kube: client.ApiClient, namespace: str, op: OperatorProcess
 ) -> None:
     ns, name = namespace, "pod-deleted"
-    job = child_name("ServeBenchmark", name, 1, "load-1")
+    job = child_name("ServeBenchmark", name, 1, "load")
     with FakeKubelet(kube, ns) as kubelet:
         op.start()
         kubelet.serve = True
         create_benchmark(kube, ns, name, load_spec(1, 2))
         kubelet.release("load-0")
+        wait_for(lambda: points(benchmark(kube, ns, name)) == [1], 90, "first point in status")
         pod = wait_for(lambda: next((p for p in pods_of_job(kube, ns, job) if p.status.phase == "Running"), None),
-                       90, "load-1 running")  # fmt: skip
+                       90, "the sweep running its second point")  # fmt: skip
         client.CoreV1Api(kube).delete_namespaced_pod(pod.metadata.name, ns)
         obj = finished(kube, ns, name)
     failed = condition(obj, "Failed")
@@ -293,7 +293,7 @@ def test_two_replicas_one_acts(
     assert "created Deployment" in a.output() and "created " not in b.output().split("Resuming operations")[0]
     seen = events(kube, ns, name)
     assert all(seen[r] == 1 for r in ("Started", "ServerCreated", "ServerReady", "Succeeded")), seen
-    assert seen["StepStarted"] == 2, seen
+    assert seen["StepStarted"] == 1, seen  # one step: the sweep
 
 
 def _established(ext: client.ApiextensionsV1Api) -> bool:

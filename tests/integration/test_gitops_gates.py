@@ -60,11 +60,11 @@ PLURAL = {"ServeBenchmark": "servebenchmarks", "QuantJob": "quantjobs"}
 NAMES = {"ServeBenchmark": "bench", "QuantJob": "quant"}  # object names: <prefix>-<phase it ends in>
 HOLD = "example.com/hold"  # a finalizer of the test's own, to keep a deleted object visible
 
-# one load point per concurrency: p99 TTFT 0.2 s at c=1 and 0.4 s at c=4
+# the sweep's two points: p99 TTFT 0.2 s at c=1 and 0.4 s at c=4
 POINTS = {
-    "load-0": {"concurrency": 1, "requests": 4, "succeeded": 4, "successRate": 1.0, "outputTokensPerSecond": 100.0,
+    "c1": {"concurrency": 1, "requests": 4, "succeeded": 4, "successRate": 1.0, "outputTokensPerSecond": 100.0,
                "p99TtftSeconds": 0.2, "avgTtftSeconds": 0.15, "valid": True},
-    "load-1": {"concurrency": 4, "requests": 8, "succeeded": 8, "successRate": 1.0, "outputTokensPerSecond": 320.0,
+    "c4": {"concurrency": 4, "requests": 8, "succeeded": 8, "successRate": 1.0, "outputTokensPerSecond": 320.0,
                "p99TtftSeconds": 0.4, "avgTtftSeconds": 0.3, "valid": True},
 }  # fmt: skip
 QUANT = {
@@ -201,7 +201,7 @@ def results(kind: str, owner: str, step: str) -> dict[str, Any] | None:
     if owner.endswith("-failed") and not owner.endswith("gate-failed"):
         return None
     if kind == "ServeBenchmark":
-        return {"points": [POINTS[step]]} if step in POINTS else None
+        return {"points": list(POINTS.values())} if step == "load" else None
     return QUANT if step == "quantize" else None
 
 

@@ -120,7 +120,7 @@ def test_oversized_or_malformed_result_fails_the_run_without_reaching_status(
     with FakeKubelet(kube, ns) as kubelet:
         kubelet.serve = True
         create_benchmark(kube, ns, "big", load_spec(1))
-        job = child_name("ServeBenchmark", "big", 1, "load-0")
+        job = child_name("ServeBenchmark", "big", 1, "load")
         pod = wait_for(lambda: next(iter(client.CoreV1Api(kube).list_namespaced_pod(ns, label_selector=f"job-name={job}").items), None),
                        60, "load pod")  # fmt: skip
         env = {e.name: e.value for e in pod.spec.containers[0].env if e.value is not None}

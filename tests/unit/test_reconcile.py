@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,11 +29,12 @@ class Rendered:
     status: Any
     create: list[dict[str, Any]]
     delete: list[tuple[str, str, str]]
+    events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed) -> Rendered:
     d = core.decide_benchmark(owner, spec, obs, SITE)
-    return Rendered(d.status, *render.decision_objects(owner, spec, d, SETTINGS))
+    return Rendered(d.status, *render.decision_objects(owner, spec, d, SETTINGS), d.events)
 
 
 def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed) -> Rendered:
@@ -138,6 +139,11 @@ def test_the_sweep_runs_as_one_job_and_each_point_folds_as_it_is_published() -> 
     d = run(sb(), server=ready, jobs=jobs, results={"load": sweep(point(1), partial=True)}, **started)
     assert d.create == [] and [r.concurrency for r in d.status.results] == [1]
     assert d.status.summary.points == "1/2" and d.status.progress.step.startswith("load 2/2 (parallel 4")
+    measured = [m for _, reason, m in d.events if reason == "PointMeasured"]
+    assert measured == ["load 1/2: concurrency 1, 2 requests, 10.0 out tok/s"]  # said once, as it comes
+    again = run(sb(), server=ready, jobs=jobs, results={"load": sweep(point(1), partial=True)},
+                status=d.status.to_wire())  # fmt: skip
+    assert not [r for _, r, _ in again.events if r == "PointMeasured"]
     # the Job done, its last result (not partial) published: the run ends with both rows
     jobs["load"] = JobState("bench-g1-load", succeeded=True)
     d = run(sb(), server=ready, jobs=jobs, results={"load": sweep(point(1), point(4))}, **started)
