@@ -85,14 +85,16 @@ def test_offline_runs_first_then_the_server_in_the_engines_image() -> None:
     assert {"name": "PYTHONPATH", "value": "/opt/servelab/operator"} in c["env"]
     assert pod["initContainers"][0]["command"] == ["cp", "-R", "/opt/servelab/operator", "/opt/servelab/"]
     assert pod["securityContext"]["runAsUser"] == render.SERVER_UID
-    # its result published: the server is created next, and the offline figures are in status
+    # its result published: the served part starts next (the server, or first its load client), and the
+    # offline figures are in status
     status = d.status.to_wire()
     result = {"kind": "offline", "offline": {"requests": 8, "elapsedSeconds": 2.0, "requestsPerSecond": 4.0,
                                              "tokensPerSecond": 6144.0, "outputTokensPerSecond": 2048.0}}  # fmt: skip
     done = JobState(name="offline", succeeded=True, completed_at=NOW)
     obs = Observed(generation=1, status=status, now=NOW, jobs={"offline": done}, results={"offline": result})
     d2 = decide_benchmark(OWNER, spec, obs, site)
-    assert any(isinstance(a, CreateServer) for a in d2.actions)
+    started = [a.step.id if isinstance(a, RunStep) else type(a).__name__ for a in d2.actions]
+    assert started and "offline" not in started and set(started) <= {"CreateServer", "load"}, started
     assert (
         d2.status.offline_throughput is not None
         and d2.status.offline_throughput.output_tokens_per_second == 2048
