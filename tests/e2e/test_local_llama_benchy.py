@@ -73,3 +73,51 @@ def test_llama_benchy_depth_sweep_beside_the_depth_client(tmp_path: Path) -> Non
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert rep.returncode == 0, rep.stderr[-2000:]
     assert "llama-benchy 0.3.5: tiny-benchy" in rep.stdout and "pp32 @ d64" in rep.stdout
+
+
+def test_the_depth_client_measures_a_model_that_stops_at_once(tmp_path: Path) -> None:
+    """What the depth client adds, shown on one server: llama-server with the tiny model's end tokens
+    biased (+100, so every completion ends at its first token unless the request ignores EOS). The depth
+    client sends ignore_eos and min_tokens and measures pp and tg at every depth (the server generated every
+    token it asked for); llama-benchy sends max_tokens only, gets no content token, and measures nothing
+    (only ttfr): its step fails, saying so."""
+    import pydoc_data.topics
+
+    from servelab.toolchain import envs, llamacpp
+    from servelab_dev.tinymodel import ensure_tiny_gguf, ensure_tiny_model
+
+    envs.ensure_env("evalscope")
+    llamacpp.ensure_llamacpp()
+    gguf, tokenizer = ensure_tiny_gguf(), ensure_tiny_model()
+    eos = json.loads((tokenizer / "generation_config.json").read_text())["eos_token_id"]
+    bias = [a for t in eos for a in ("--logit-bias", f"{t}+100")]
+    book = tmp_path / "book.txt"
+    book.write_text("\n\n".join(pydoc_data.topics.topics.values()), encoding="utf-8")
+    doc = {"apiVersion": "servelab.dev/v1alpha1", "kind": "ServeBenchmark", "metadata": {"name": "tiny-eos"},
+           "spec": {"model": {"path": str(gguf), "tokenizer": str(tokenizer)},
+                    "engine": {"name": "llamacpp", "maxModelLen": 1024, "extraArgs": bias},
+                    "contextSweep": {"depths": [0, 64], "promptTokens": 32, "genTokens": 8, "runs": 2},
+                    "llamaBenchy": {"depths": [0, 64], "promptTokens": [32], "genTokens": [8], "runs": 2,
+                                    "coherenceCheck": False, "corpusPath": str(book)},
+                    "timeouts": {"serverReadySeconds": 120}}}  # fmt: skip
+    f = tmp_path / "m.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    runs = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-2000:]
+    d = runs / "servebenchmark-tiny-eos"
+    status = yaml.safe_load((d / "status.yaml").read_text())["status"]
+    assert status["phase"] == "Failed" and "llama-benchy measured nothing" in status["message"]
+    # the depth client: pp and tg at both depths, every request generated the 8 tokens it asked for
+    assert [(r["depth"], r["ppTokensPerSecond"] > 0, r["tgTokensPerSecond"] > 0) for r in status["depth"]] == [
+        (0, True, True), (64, True, True)]  # fmt: skip
+    sent = json.loads(next(d.rglob("depth-requests.json")).read_text())
+    assert [r["usage"]["completion_tokens"] for r in sent] == [8, 8, 8, 8]
+    # llama-benchy on the same server: every test ran, none got a token to time pp or tg by
+    report = json.loads(next(d.rglob("llama-benchy.json")).read_text())
+    assert [b["context_size"] for b in report["benchmarks"]] == [0, 64]
+    for b in report["benchmarks"]:
+        assert b["pp_throughput"] is None and b["tg_throughput"] is None and b["e2e_ttft"] is None
+        assert len(b["ttfr"]["values"]) == 2
+    assert not status.get("llamaBenchy")

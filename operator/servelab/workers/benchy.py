@@ -167,7 +167,10 @@ def run_benchy(args: argparse.Namespace) -> dict[str, Any]:
     report = json.loads(result_file.read_text())
     rows = parse(report)
     if not rows:
-        raise WorkerError(f"llama-benchy measured nothing (every request failed?); see {log_path}")
+        raise WorkerError(
+            "llama-benchy measured nothing: no request streamed a content token (it times pp and tg from "
+            f"the first one; a model that stops at once gives none); see {log_path}"
+        )
     return {"kind": "benchy", "benchy": [r.to_wire() for r in rows], "version": report.get("version"),
             "latencyMs": report.get("latency_ms"), "artifacts": str(out)}  # fmt: skip
 
