@@ -211,3 +211,18 @@ def test_the_depth_workers_rows_reach_status() -> None:
     point = {"depth": 64, "promptTokens": 2048, "genTokens": 32, "ppTokensPerSecond": 10.0}
     st.fold_benchmark(status, plan.steps[0], {"kind": "depth", "points": [point]}, 0)
     assert [d.depth for d in status.depth] == [64]
+
+
+def test_llama_benchy_job_reads_a_tokenizer_beside_the_model() -> None:
+    """A tokenizer on the model's PVC: the step's Job mounts the PVC where the server has it (a Hub id is
+    downloaded instead: the step goes online for it)."""
+    spec = ServeBenchmarkSpec.model_validate({**BENCHY, "model": {**PVC, "tokenizer": "/models/models/tok"}})
+    step = compile_benchmark(
+        spec, ServedModel("/models/models/qwen3-8b", "/models/models/tok"), artifacts="/artifacts",
+        server_url=lambda p: f"http://h:{p}", source=spec.model,
+    ).steps[0]  # fmt: skip
+    assert step.id == "llama-benchy" and step.env == {}
+    job = render.benchmark_step_job(OWNER, spec, step, Settings())
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    assert {"name": "model", "mountPath": "/models/models", "readOnly": True} in c["volumeMounts"]
+    assert c["command"][c["command"].index("--tokenizer") + 1] == "/models/models/tok"
