@@ -20,14 +20,18 @@ from servelab.api.servebenchmark import ServeBenchmarkSpec, Timeouts
 from servelab.engines import ServedModel, ServerLaunch, default_for_format, get
 from servelab.names import dns_name
 
-ResultKind = Literal["points", "depth", "scores", "quant", "warmup", "bench"]
+ResultKind = Literal["points", "depth", "scores", "quant", "warmup", "bench", "model"]
 Image = Literal["evalscope", "llamacpp", "llmcompressor"]
 
 
 # Which worker image runs each `servelab worker <command>` (the images under images/): the one table the
 # operator (Job images), the local executor and the local pod runner all read.
 WORKER_IMAGE: dict[str, Image] = {"perf": "evalscope", "eval": "evalscope", "depth": "evalscope",
-                                  "gguf": "llamacpp", "quantize": "llmcompressor", "llamabench": "llamacpp"}  # fmt: skip
+                                  "gguf": "llamacpp", "quantize": "llmcompressor", "llamabench": "llamacpp",
+                                  "model": "evalscope"}  # fmt: skip
+# Under the model root: the ModelScope step's cache and its links to the snapshots (`repos/<id>`). A
+# PersistentVolumeClaim's name never starts with '.', so no PVC source is mounted there.
+MODELSCOPE_DIR = ".modelscope"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,10 @@ class WorkerStep:
     gpus: int = 0
     image_name: str | None = None  # the image when not the command's default (a load generator's)
     secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)  # env name -> (Secret, key)
+    # the model source the step reads (its volume is mounted where model_location says), and the step that
+    # makes it ready first in the same place (`servelab worker model`: a ModelScope download)
+    model_source: ModelSource | None = None
+    prepare: WorkerStep | None = None
 
     @property
     def image(self) -> str:
@@ -55,6 +63,9 @@ class BenchmarkPlan:
     steps: list[WorkerStep]
     ready_timeout_seconds: int
     total_timeout_seconds: int
+    # `servelab worker model` before the server starts, beside it (an init container of the server pod; a
+    # process the local executor waits for): fetches a ModelScope model, measures the model's size on disk
+    model_step: WorkerStep | None = None
 
     points: int = 0  # load points of the sweep (all in the one "load" step)
 
@@ -66,24 +77,69 @@ class QuantPlan:
     total_timeout_seconds: int
 
 
-def model_location(source: ModelSource, mount_root: str = "/models") -> str:
-    """What an engine or worker is given for a model source (pvc sources are mounted under mount_root)."""
+def engine_fetches_modelscope(source: ModelSource, engine: str | None) -> bool:
+    """A model.modelScope source the engine fetches itself (its environment switch: vLLM, SGLang)."""
+    return source.model_scope is not None and engine is not None and get(engine).modelscope_env is not None
+
+
+def modelscope_link(source: ModelSource, mount_root: str = "/models") -> str:
+    """Where the model step links a ModelScope snapshot (the repository's root)."""
+    assert source.model_scope
+    return f"{mount_root}/{MODELSCOPE_DIR}/repos/{source.model_scope.id}"
+
+
+def model_location(source: ModelSource, mount_root: str = "/models", engine: str | None = None) -> str:
+    """What an engine or worker is given for a model source (pvc sources are mounted under mount_root; a
+    ModelScope repository is its id for an engine that fetches it, else where the model step links it)."""
     if source.path:
         return source.path
     if source.hugging_face:
         return source.hugging_face.id
+    if source.model_scope:
+        ms = source.model_scope
+        if engine_fetches_modelscope(source, engine):
+            return ms.id
+        return modelscope_link(source, mount_root) + (f"/{ms.file}" if ms.file else "")
     assert source.pvc
     return f"{mount_root}/{source.pvc.claim_name}/{source.pvc.path}".rstrip("/")
 
 
-def served_model(source: ModelSource, mount_root: str = "/models", name: str = "model") -> ServedModel:
+def served_model(
+    source: ModelSource, mount_root: str = "/models", name: str = "model", engine: str | None = None
+) -> ServedModel:
     """What an engine serves for a model source: where it is, its tokenizer and, for a Hub repository,
-    the revision to pin and the one file to serve (model.huggingFace.revision / .file)."""
+    the revision to pin and the one file to serve (model.huggingFace.revision / .file); for a ModelScope
+    repository the engine fetches itself, its id, revision and the engine's environment switch."""
     hf = source.hugging_face
+    ms = source.model_scope if engine_fetches_modelscope(source, engine) else None
     return ServedModel(
-        model_location(source, mount_root), source.tokenizer, name=name, from_hub=hf is not None,
-        revision=hf.revision if hf else None, hub_file=hf.file if hf else None,
+        model_location(source, mount_root, engine), source.tokenizer, name=name, from_hub=hf is not None,
+        revision=hf.revision if hf else (ms.revision if ms else None), hub_file=hf.file if hf else None,
+        from_modelscope=ms is not None,
     )  # fmt: skip
+
+
+def model_step(
+    source: ModelSource | None, mount_root: str = "/models", engine: str | None = None
+) -> WorkerStep | None:
+    """`servelab worker model` for a model source: a ModelScope repository downloaded (modelscope package)
+    and linked where model_location says, then measured; a PVC or a path measured. None where the engine
+    itself fetches the model (a Hugging Face Hub repository, ModelScope with vLLM/SGLang): its size on
+    disk is then unknown to servelab."""
+    if source is None or source.hugging_face or engine_fetches_modelscope(source, engine):
+        return None
+    argv = ["servelab", "worker", "model"]
+    if source.model_scope:
+        ms = source.model_scope
+        argv += ["--modelscope", ms.id, "--link", modelscope_link(source, mount_root)]
+        argv += ["--revision", ms.revision] if ms.revision else []
+        argv += ["--file", ms.file] if ms.file else []
+        title = f"fetch {ms.id} from ModelScope"
+    else:
+        argv += ["--path", model_location(source, mount_root, engine)]
+        title = "measure the model"
+    return WorkerStep(id="model", title=title, argv=argv, result="model", timeout_seconds=21600,
+                      model_source=source)  # fmt: skip
 
 
 def data_location(source: DataSource, mount_root: str = "/data") -> str:
@@ -110,11 +166,20 @@ def _model_args(spec: QuantJobSpec, model: str, local_flag: str) -> list[str]:
     return ["--hf-repo", hf.id, *(["--revision", hf.revision] if hf.revision else [])]
 
 
-def llama_bench_step(spec: ServeBenchmarkSpec, model_file: str, artifacts: str) -> WorkerStep:
-    """`servelab worker llamabench`: llama-bench -o json against the GGUF file, in the llamacpp image."""
+def llama_bench_step(
+    spec: ServeBenchmarkSpec, model: ServedModel, artifacts: str, source: ModelSource | None = None,
+    mount_root: str = "/models",
+) -> WorkerStep:  # fmt: skip
+    """`servelab worker llamabench`: llama-bench -o json against the GGUF file, in the llamacpp image. The
+    file is where the server reads it: the model source's volume mounted the same way, a ModelScope file
+    fetched first (the model step), a Hugging Face Hub file downloaded by the worker (--hf-repo/--hf-file)."""
     lb = spec.llama_bench
     assert lb is not None
-    argv = ["servelab", "worker", "llamabench", "--model", model_file, "-p", *map(str, lb.prompt_tokens),
+    if model.from_hub:
+        where = ["--hf-repo", model.location, *(["--hf-file", model.hub_file] if model.hub_file else [])]
+    else:
+        where = ["--model", model.location]
+    argv = ["servelab", "worker", "llamabench", *where, "-p", *map(str, lb.prompt_tokens),
             "-n", *map(str, lb.gen_tokens), "-d", *map(str, lb.depths), "-r", str(lb.repetitions)]  # fmt: skip
     if lb.threads is not None:
         argv += ["-t", str(lb.threads)]
@@ -127,15 +192,20 @@ def llama_bench_step(spec: ServeBenchmarkSpec, model_file: str, artifacts: str) 
     tests = f"pp {','.join(map(str, lb.prompt_tokens))} / tg {','.join(map(str, lb.gen_tokens))}"
     gpus = (spec.resources.gpus or 1) if lb.gpu_layers and spec.resources else 0
     return WorkerStep(id="llama-bench", title=f"llama-bench ({tests} @ d {','.join(map(str, lb.depths))})",
-                      argv=argv, result="bench", timeout_seconds=lb.timeout_seconds, gpus=gpus)  # fmt: skip
+                      argv=argv, result="bench", timeout_seconds=lb.timeout_seconds, gpus=gpus,
+                      model_source=source, prepare=model_step(source, mount_root, spec.engine.name)
+                      if source and source.model_scope else None)  # fmt: skip
 
 
 def compile_benchmark(
     spec: ServeBenchmarkSpec, model: ServedModel, *, artifacts: str, server_url: Callable[[int], str],
     host: str = "0.0.0.0", port: int | None = None, connection_close: bool | None = None,
+    source: ModelSource | None = None, mount_root: str = "/models",
 ) -> BenchmarkPlan:  # fmt: skip
     """The run of a ServeBenchmark: the server launched once (host and port as the site needs them),
-    `server_url(port)` is how the site's clients reach it, and the ordered worker steps."""
+    `server_url(port)` is how the site's clients reach it, and the ordered worker steps. `source` is the
+    model source `model` was resolved from (PVC sources mounted under `mount_root`): it gives the model
+    step before the server, and the volume llama-bench reads the model file from."""
     engine = get(spec.engine.name)
     ep = spec.endpoint
     launch = None if ep else engine.launch(spec.engine, model, host=host, port=port)
@@ -229,7 +299,7 @@ def compile_benchmark(
             result="depth", timeout_seconds=timeouts.total_seconds if timeouts else 21600,
         ))  # fmt: skip
     if spec.llama_bench and launch is not None:  # llama-bench on the served model's file (not HTTP)
-        steps.append(llama_bench_step(spec, model.location, artifacts))
+        steps.append(llama_bench_step(spec, model, artifacts, source, mount_root))
     for i, ev in enumerate(spec.evaluations):
         names = [d.name for d in ev.datasets]
         dataset_args: dict[str, dict[str, object]] = {}
@@ -272,10 +342,13 @@ def compile_benchmark(
         ready_timeout_seconds=timeouts.server_ready_seconds if timeouts else 1800,
         total_timeout_seconds=timeouts.total_seconds if timeouts else 21600,
         points=len(spec.load.parallel) if spec.load else 0,
+        model_step=model_step(source, mount_root, spec.engine.name) if launch is not None else None,
     )  # fmt: skip
 
 
-def compile_quantjob(spec: QuantJobSpec, model: str, output: str, artifacts: str) -> QuantPlan:
+def compile_quantjob(
+    spec: QuantJobSpec, model: str, output: str, artifacts: str, mount_root: str = "/models"
+) -> QuantPlan:
     """The run of a QuantJob: one quantize step (which also measures perplexity when asked)."""
     argv: list[str]
     ev = spec.evaluation.perplexity if spec.evaluation else None
@@ -332,9 +405,11 @@ def compile_quantjob(spec: QuantJobSpec, model: str, output: str, artifacts: str
             if not ev.kl_divergence:
                 argv.append("--no-kld")
     gpus = spec.resources.gpus if spec.resources and spec.resources.gpus is not None else 1
+    # a ModelScope model is fetched first, in the same pod (where model_location says: --hf-dir/--model)
+    fetch = model_step(spec.model, mount_root) if spec.model.model_scope else None
     step = WorkerStep(
         id="quantize", title=f"quantize ({spec.method})", argv=argv, result="quant",
-        timeout_seconds=spec.timeout_seconds, gpus=gpus,
+        timeout_seconds=spec.timeout_seconds, gpus=gpus, model_source=spec.model, prepare=fetch,
     )  # fmt: skip
     return QuantPlan(steps=[step], output=output, total_timeout_seconds=spec.timeout_seconds)
 

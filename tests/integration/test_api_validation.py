@@ -73,7 +73,7 @@ BAD = [
     ("neither-model-nor-ref", _obj("ServeBenchmark", "bad", {"engine": {"name": "vllm"}, "load": {"parallel": [1], "number": [1]}}),
      ["set exactly one of spec.model, spec.quantJobRef or spec.endpoint"]),
     ("two-model-sources", _sb(model={"path": "/m", "pvc": {"claimName": "models"}}),
-     ["spec.model", "set exactly one of huggingFace, pvc or path"]),
+     ["spec.model", "set exactly one of huggingFace, modelScope, pvc or path"]),
     ("tp-over-gpus", _sb(engine={"name": "vllm", "tensorParallelSize": 4}, resources={"gpus": 2}),
      ["spec.engine.tensorParallelSize", "must not exceed spec.resources.gpus"]),
     ("llamacpp-tp", _sb(engine={"name": "llamacpp", "tensorParallelSize": 2}),

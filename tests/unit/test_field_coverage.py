@@ -103,6 +103,7 @@ QJ_BASES: list[dict[str, Any]] = [GGUF, GPTQ, {**GGUF, "evaluation": SCORE}, {**
 REQUIRED: dict[str, dict[str, Any]] = {
     "ModelSource": HF,
     "HuggingFaceSource": {"id": "org/model"},
+    "ModelScopeSource": {"id": "org/model"},
     "HuggingFaceDataset": {"id": "org/data"},
     "DataSource": {"path": "/d.txt"},
     "PvcSource": {"claimName": "models"},
@@ -129,7 +130,7 @@ REQUIRED: dict[str, dict[str, Any]] = {
 }
 # Objects of which exactly one key may be set: creating one key drops its siblings.
 ONE_OF: dict[str, set[str]] = {
-    "ModelSource": {"huggingFace", "pvc", "path"},
+    "ModelSource": {"huggingFace", "modelScope", "pvc", "path"},
     "DataSource": {"huggingFace", "path", "pvc", "configMap"},
     "OutputLocation": {"pvc", "path"},
     "Baseline": {"name", "configMapName"},
@@ -139,6 +140,7 @@ ONE_OF: dict[str, set[str]] = {
 VALUES: dict[str, list[Any]] = {
     "spec.endpoint.url": ["http://e:8000", "https://other:443/v1"],
     "spec.endpoint.metricsUrl": ["http://e:8000/metrics"],
+    "spec.model.modelScope.id": ["org/model", "org/alt"],
     "spec.quantJobRef.name": ["qj", "alt"],
     "spec.quantJobRef.variant": ["Q8_0", "F16"],
     "spec.baseline.name": ["base", "alt"],
@@ -391,12 +393,15 @@ def benchmark_outcome(spec: ServeBenchmarkSpec) -> Any:
     if spec.endpoint:
         model = ServedModel(spec.endpoint.url, spec.endpoint.tokenizer, name=spec.endpoint.served_model_name)
     elif spec.model:
-        model = served_model(spec.model, SITE.model_root, name=owner.name)
+        model = served_model(spec.model, SITE.model_root, name=owner.name, engine=spec.engine.name)
     elif qj is not None:
         model = resolve_quantjob_model(spec, qj, SITE.model_root)[0]
     if model is not None:  # every step as the Job it becomes
-        plan = plan_benchmark(owner, spec, model, SITE)
-        out["steps"] = [render.worker_job(owner, s, SETTINGS, images=spec.images) for s in plan.steps]
+        source = spec.model or (
+            resolve_quantjob_model(spec, qj, SITE.model_root)[2] if qj is not None else None
+        )
+        plan = plan_benchmark(owner, spec, model, SITE, source)
+        out["steps"] = [render.benchmark_step_job(owner, spec, s, SETTINGS) for s in plan.steps]
     for phase in ("Succeeded", "Failed"):  # what is torn down after the run
         done = ServeBenchmarkStatus(phase=phase, observed_generation=1).to_wire()
         obs = Observed(generation=1, status=done, now=NOW, server=ServerState(exists=True))

@@ -87,7 +87,7 @@ def test_catalogue_raw_documents_are_refused(tmp_path: Path, case: str, text: st
     [
         (sb(load={"parallel": [1, 2], "number": [2]}), "spec.load.number: spec.load.parallel and spec.load.number"),
         (sb(quantJobRef={"name": "q"}), "spec: set exactly one of spec.model, spec.quantJobRef or spec.endpoint"),
-        (sb(model={"path": "/m", "pvc": {"claimName": "x"}}), "spec.model: set exactly one of huggingFace, pvc or path"),
+        (sb(model={"path": "/m", "pvc": {"claimName": "x"}}), "spec.model: set exactly one of huggingFace, modelScope, pvc or path"),
         (sb(engine={"name": "llamacpp", "tensorParallelSize": 2}), "spec.engine.tensorParallelSize: "),
         (sb(engine={"name": "vllm", "tensorParallelSize": 4}, resources={"gpus": 1}),
          "spec.engine.tensorParallelSize: spec.engine.tensorParallelSize must not exceed spec.resources.gpus"),

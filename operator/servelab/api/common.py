@@ -149,23 +149,68 @@ class HuggingFaceSource(ApiModel):
     )
 
 
+# ModelScope repository ids: always 'owner/name' (modelscope's own check), names as on the Hugging Face Hub
+MS_ID_RE = "^[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9_])?/[A-Za-z0-9_]([-A-Za-z0-9_.]{0,94}[A-Za-z0-9_])?$"
+ModelScopeId = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=256,
+        json_schema_extra=cel(
+            (
+                f"self.matches('{MS_ID_RE}') && !self.contains('..')",
+                "must be a ModelScope repository id: 'owner/name' (letters, digits, '-', '_' and '.'; no '..')",
+            )
+        ),
+    ),
+]
+
+
+class ModelScopeSource(ApiModel):
+    """A ModelScope (modelscope.cn) model repository (write-up 002's VLLM_USE_MODELSCOPE). vLLM and SGLang
+    fetch it themselves (their environment switch, VLLM_USE_MODELSCOPE / SGLANG_USE_MODELSCOPE); for every
+    other engine, and for a QuantJob, a step downloads it first with the modelscope package
+    (snapshot_download, or model_file_download for one file) into the model volume, from its cache
+    (MODELSCOPE_CACHE) when the snapshot is there."""
+
+    id: ModelScopeId = Field(..., description="Repository id, e.g. Qwen/Qwen3-8B.")
+    revision: str | None = Field(
+        None,
+        max_length=128,
+        pattern=r"^[^/]+$",
+        description="Branch, tag or commit (default: the repository's).",
+    )
+    file: str | None = Field(
+        None,
+        max_length=512,
+        description="One file of the repository (e.g. a .gguf), instead of all of it; not with vLLM or SGLang, "
+        "which load whole repositories.",
+        json_schema_extra=cel(
+            ("!self.startsWith('/')", "must be a path relative to the repository's root"), SUBPATH_RULE
+        ),
+    )
+
+
 class PvcSource(ApiModel):
     claim_name: DnsSubdomain = Field(..., description="PersistentVolumeClaim name.")
     path: SubPath = Field("", description="Path inside the volume (no '..' segments).")
 
 
 class ModelSource(ApiModel):
-    """Where a model comes from: exactly one of huggingFace, pvc or path."""
+    """Where a model comes from: exactly one of huggingFace, modelScope, pvc or path."""
 
     __cel__ = [
         (
-            "[has(self.huggingFace), has(self.pvc), has(self.path)].filter(x, x).size() == 1",
-            "set exactly one of huggingFace, pvc or path",
+            "[has(self.huggingFace), has(self.modelScope), has(self.pvc), has(self.path)].filter(x, x).size() == 1",
+            "set exactly one of huggingFace, modelScope, pvc or path",
             None,
         )
     ]
 
     hugging_face: HuggingFaceSource | None = Field(None, description="A Hugging Face Hub repository.")
+    model_scope: ModelScopeSource | None = Field(
+        None, description="A ModelScope repository (engines' environment switch, or a download step first)."
+    )
     pvc: PvcSource | None = Field(None, description="A directory or file on a PersistentVolumeClaim.")
     path: str | None = Field(
         None,

@@ -30,7 +30,7 @@ from kubernetes.client.rest import ApiException
 
 from servelab import GROUP, VERSION
 from servelab.api.quantjob import QuantJobSpec
-from servelab.api.servebenchmark import ServeBenchmarkSpec
+from servelab.api.servebenchmark import ServeBenchmarkSpec, ServerFootprint
 from servelab.api.verdict import Baseline
 from servelab.controller import render
 from servelab.controller.render import Obj
@@ -158,6 +158,8 @@ class PodSummary:
     unschedulable: str | None
     ready: bool
     failed: str | None
+    load_seconds: float | None = None  # the engine container's start to the pod's Ready condition
+    model_report: dict[str, Any] | None = None  # the model step's termination message (size on disk)
 
 
 _WAITING_FAILURES = ("CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError",
@@ -190,10 +192,43 @@ def _pod_summary(obj: dict[str, Any]) -> PodSummary:
             )
         if term and phase in ("Failed", "Succeeded"):
             failed = f"container {cs.get('name')} exited with code {term.get('exitCode')}: {term.get('reason') or ''}".strip()
+    report = None
+    for cs in status.get("initContainerStatuses") or []:  # the model step (a ModelScope download)
+        state = cs.get("state") or {}
+        waiting, term = (
+            state.get("waiting"),
+            state.get("terminated") or (cs.get("lastState") or {}).get("terminated"),
+        )
+        if term and term.get("exitCode") == 0 and cs.get("name") == "model":
+            try:
+                report = json.loads(term.get("message") or "")
+            except ValueError:
+                report = None
+        elif waiting and waiting.get("reason") in _WAITING_FAILURES:
+            why = f": {term.get('message')}" if term and term.get("message") else ""
+            failed = f"init container {cs.get('name')}: {waiting.get('reason')}{why}".strip()
     if phase == "Failed" and not failed:
         failed = f"server pod failed: {status.get('reason') or ''} {status.get('message') or ''}".strip()
-    return PodSummary(spec.get("nodeName"), phase, unschedulable,
-                      ready is not None and ready.get("status") == "True", failed)  # fmt: skip
+    is_ready = ready is not None and ready.get("status") == "True"
+    load = None
+    engine = next((cs for cs in status.get("containerStatuses") or [] if cs.get("name") == "engine"), None)
+    started = _time(((engine or {}).get("state") or {}).get("running", {}).get("startedAt"))
+    became = _time(ready.get("lastTransitionTime")) if is_ready and ready is not None else None
+    if started and became and became >= started and not (engine or {}).get("restartCount"):
+        load = (became - started).total_seconds()
+    return PodSummary(spec.get("nodeName"), phase, unschedulable, is_ready, failed, load,
+                      report if isinstance(report, dict) else None)  # fmt: skip
+
+
+def _footprint(s: PodSummary) -> ServerFootprint:
+    """What the pod's status says of the model's load (the engine's log is not read: no pods/log right)."""
+    fp = ServerFootprint()
+    if s.load_seconds is not None:
+        fp.load_seconds = s.load_seconds
+        fp.load_source = "engine container start to the pod's Ready condition (1 s resolution)"
+    if s.model_report:
+        fp.model_bytes, fp.model_bytes_source = s.model_report.get("bytes"), s.model_report.get("source")
+    return fp
 
 
 def _deployment_summary(obj: dict[str, Any]) -> str | None:
@@ -616,6 +651,8 @@ class Kube:
             state.unschedulable = s.unschedulable or state.unschedulable
             state.ready = state.ready or s.ready
             state.failed = s.failed or state.failed
+            if s.ready:
+                state.footprint = _footprint(s)
             if s.node:
                 state.node = s.node
                 state.gpu_product = self.node_labels(s.node).get("nvidia.com/gpu.product")

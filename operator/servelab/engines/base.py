@@ -14,6 +14,7 @@ model from the registry while the API package loads.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ class ServedModel:
     from_hub: bool = False
     revision: str | None = None
     hub_file: str | None = None
+    # a ModelScope repository the engine fetches itself (`location` is its id; the adapter's
+    # `modelscope_env` switch is set; `revision` pins it)
+    from_modelscope: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,10 @@ class EngineAdapter(ABC):
     # (model.huggingFace.file); a spec asking for one the engine cannot do is refused at admission
     hub_revision: bool = False
     hub_file: bool = False
+    # the environment switch (name, value) that makes the server fetch model ids from ModelScope instead
+    # of the Hugging Face Hub (vLLM's VLLM_USE_MODELSCOPE, SGLang's SGLANG_USE_MODELSCOPE); None: a
+    # model.modelScope source is downloaded by a step before the server starts (plan.model_step)
+    modelscope_env: tuple[str, str] | None = None
     # program names (basename of argv[0]) of the server command: maps a container's command to its engine
     programs: tuple[str, ...] = ()
     # flags the adapter sets itself (from typed fields): `extraArgs` naming one is refused at admission
@@ -177,6 +185,11 @@ class EngineAdapter(ABC):
         the model under the path or Hub id they were given."""
         return model.location
 
+    def gpu_memory(self, log: str) -> tuple[int, str] | None:
+        """GPU memory the server reports having taken for the model, from its log: (bytes, the lines read);
+        None where its log says nothing of it (`status.footprint.gpuMemoryBytes` stays null)."""
+        return None
+
     def env(self, engine: Engine) -> dict[str, str]:
         return {e.name: e.value for e in engine.env}
 
@@ -187,9 +200,12 @@ class EngineAdapter(ABC):
         self, engine: Engine, model: ServedModel, host: str = "0.0.0.0", port: int | None = None
     ) -> ServerLaunch:
         port = port or engine.port or self.default_port
+        env = self.env(engine)
+        if model.from_modelscope and self.modelscope_env:  # spec.engine.env may still override it
+            env = {self.modelscope_env[0]: self.modelscope_env[1], **env}
         return ServerLaunch(
             command=self.args(engine, model, host, port),
-            env=self.env(engine),
+            env=env,
             port=port,
             health_path=self.health_path,
             metrics_path=self.metrics_path,
@@ -236,3 +252,28 @@ def flag(args: list[str], name: str, value: object | None) -> None:
         args.append(name)
     else:
         args += [name, str(value)]
+
+
+GIB = 1 << 30
+MIB = 1 << 20
+# llama.cpp's buffer sizes (llama-server; Ollama's runner logs the same): a device's model weights, KV cache
+# and compute buffers; CPU, CPU_Mapped and CUDA_Host are host memory
+_LLAMA_BUFFER = re.compile(
+    r"(?P<dev>(?:CUDA|ROCm|Vulkan|Metal|MTL|SYCL)\d*) (?P<kind>model|KV|compute) buffer size =\s*(?P<mib>[0-9.]+) MiB"
+)
+
+
+def llama_gpu_memory(log: str) -> tuple[int, str] | None:
+    """llama.cpp's GPU buffers (model + KV + compute) summed from its log, the last load only."""
+    found: dict[tuple[str, str], float] = {}
+    for m in _LLAMA_BUFFER.finditer(log):
+        found[(m["dev"], m["kind"])] = float(m["mib"])  # a reload logs them again: the last one counts
+    if not found:
+        return None
+    lines = ", ".join(f"{dev} {kind} buffer {mib:.2f} MiB" for (dev, kind), mib in sorted(found.items()))
+    return int(sum(found.values()) * MIB), f"server log: {lines}"
+
+
+def last_match(pattern: str, log: str) -> re.Match[str] | None:
+    matches = list(re.finditer(pattern, log))
+    return matches[-1] if matches else None

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from servelab.api.base import ApiModel
-from servelab.engines.base import CelRule, EngineAdapter, MetricNames, ServedModel, flag, flag_value, get_json
+from servelab.engines.base import (
+    CelRule,
+    EngineAdapter,
+    MetricNames,
+    ServedModel,
+    flag,
+    flag_value,
+    get_json,
+    llama_gpu_memory,
+)
 
 if TYPE_CHECKING:
     from servelab.api.engine import Engine
@@ -82,6 +91,9 @@ class LlamaCpp(EngineAdapter):
 
     def default_served_name(self, model: ServedModel) -> str:
         return model.name  # llama-server answers to any model name
+
+    def gpu_memory(self, log: str) -> tuple[int, str] | None:
+        return llama_gpu_memory(log)  # CUDA0 model/KV/compute buffer sizes (none on CPU)
 
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
         opts = self.options_of(engine, LlamaCppOptions)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from servelab.api.base import ApiModel
-from servelab.engines.base import CelRule, EngineAdapter, ServedModel, ServerLaunch
+from servelab.engines.base import CelRule, EngineAdapter, ServedModel, ServerLaunch, llama_gpu_memory
 
 if TYPE_CHECKING:
     from servelab.api.engine import Engine
@@ -133,6 +133,11 @@ class Ollama(EngineAdapter):
             "OLLAMA_KV_CACHE_TYPE": engine.kv_cache_dtype,
         }
         return {k: str(v) for k, v in typed.items() if v is not None}
+
+    def gpu_memory(self, log: str) -> tuple[int, str] | None:
+        return llama_gpu_memory(
+            log
+        )  # its llama.cpp runner logs the device buffer sizes into the server's log
 
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
         opts = self.options_of(engine, OllamaOptions)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from servelab.engines.base import CelRule, EngineAdapter, MetricNames, ServedModel, flag, flag_value, get_json
+from servelab.engines.base import (
+    GIB,
+    CelRule,
+    EngineAdapter,
+    MetricNames,
+    ServedModel,
+    flag,
+    flag_value,
+    get_json,
+    last_match,
+)
 
 if TYPE_CHECKING:
     from servelab.api.engine import Engine
@@ -38,6 +48,10 @@ class Sglang(EngineAdapter):
                    "--api-key")  # fmt: skip
 
     hub_revision = True  # --revision
+    modelscope_env = (
+        "SGLANG_USE_MODELSCOPE",
+        "true",
+    )  # model.modelScope: the model id, fetched by the engine from ModelScope
 
     def engine_rules(self) -> list[CelRule]:
         return [(
@@ -56,6 +70,19 @@ class Sglang(EngineAdapter):
 
     def owns(self, command: list[str]) -> bool:
         return MODULE in command[:3]
+
+    def gpu_memory(self, log: str) -> tuple[int, str] | None:
+        """'Load weight end. ... mem usage=X GB' (weights) plus 'KV Cache is allocated. ... K size: A GB, V size:
+        B GB' (SGLang's GB are GiB: bytes / 2**30)."""
+        weights = last_match(r"Load weight end\..*?mem usage=([0-9.]+) GB", log)
+        if weights is None:
+            return None
+        kv = last_match(r"KV Cache is allocated\..*?K size: ([0-9.]+) GB, V size: ([0-9.]+) GB", log)
+        total = float(weights[1]) + (float(kv[1]) + float(kv[2]) if kv else 0.0)
+        said = f"server log: weights mem usage {weights[1]} GB" + (
+            f", KV cache K {kv[1]} GB + V {kv[2]} GB" if kv else ""
+        )
+        return int(total * GIB), said
 
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
         a = ["python3", "-m", MODULE, "--model-path", model.location]

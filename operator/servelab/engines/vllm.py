@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from servelab.api.base import ApiModel
-from servelab.engines.base import CelRule, EngineAdapter, MetricNames, ServedModel, flag, flag_value
+from servelab.engines.base import (
+    GIB,
+    CelRule,
+    EngineAdapter,
+    MetricNames,
+    ServedModel,
+    flag,
+    flag_value,
+    last_match,
+)
 
 if TYPE_CHECKING:
     from servelab.api.engine import Engine
@@ -38,6 +47,10 @@ class Vllm(EngineAdapter):
     model_formats = ("safetensors", "gguf")
     programs = ("vllm",)
     hub_revision = True  # --revision
+    modelscope_env = (
+        "VLLM_USE_MODELSCOPE",
+        "True",
+    )  # model.modelScope: the model id, fetched by the engine from ModelScope
     owned_flags = ("--host", "--port", "--served-model-name", "--model", "--tokenizer")
     options = VllmOptions
 
@@ -56,6 +69,16 @@ class Vllm(EngineAdapter):
             "options (use numSpeculativeTokens, draftTensorParallelSize)",
             ".speculative",
         )]  # fmt: skip
+
+    def gpu_memory(self, log: str) -> tuple[int, str] | None:
+        """'Model loading took X GiB' (weights) plus 'Available KV cache memory: Y GiB' (the KV cache)."""
+        weights = last_match(r"Model loading took ([0-9.]+) GiB", log)
+        if weights is None:
+            return None
+        kv = last_match(r"Available KV cache memory: ([0-9.]+) GiB", log)
+        total = float(weights[1]) + (float(kv[1]) if kv else 0.0)
+        said = f"server log: model loading took {weights[1]} GiB" + (f", KV cache {kv[1]} GiB" if kv else "")
+        return int(total * GIB), said
 
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
         opts = self.options_of(engine, VllmOptions)

@@ -35,7 +35,7 @@ import yaml
 
 from servelab import API_VERSION
 from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
-from servelab.api.servebenchmark import ServeBenchmarkSpec, ServeBenchmarkStatus
+from servelab.api.servebenchmark import ServeBenchmarkSpec, ServeBenchmarkStatus, ServerFootprint
 from servelab.core import (
     CreateScoreRun,
     CreateServer,
@@ -61,9 +61,14 @@ TERMINAL = ("Succeeded", "Failed")
 
 @dataclass
 class _Server:
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | None  # None: its model step failed (`failed` says how)
     health: str
     log: Path
+    engine: str = ""
+    started: float = 0.0  # time.monotonic() of the process's start
+    model_report: Path | None = None  # the model step's report (size on disk)
+    footprint: ServerFootprint | None = None  # measured once, when first healthy
+    failed: str | None = None
 
 
 @dataclass
@@ -221,7 +226,9 @@ class LocalExecutor:
     def _active(self, owner: Owner) -> bool:
         key = self._key(owner)
         server = self.servers.get(key)
-        return bool(self.steps.get(key)) or (server is not None and server.proc.poll() is None)
+        return bool(self.steps.get(key)) or (
+            server is not None and server.proc is not None and server.proc.poll() is None
+        )
 
     # ---- observe ----------------------------------------------------------------------------------
     def observe(
@@ -261,11 +268,16 @@ class LocalExecutor:
         server = self.servers.get(key)
         if server is not None:
             obs.server = ServerState(exists=True, node=socket.gethostname(), gpu_product="cpu (local)")
-            rc = server.proc.poll()
-            if rc is not None:
+            rc = server.proc.poll() if server.proc is not None else None
+            if server.failed:
+                obs.server.failed = server.failed
+            elif rc is not None:
                 obs.server.failed = f"server exited with code {rc}:\n{_tail(server.log)}"
             else:
                 obs.server.ready = _healthy(server.health)
+                if obs.server.ready and server.footprint is None:
+                    server.footprint = _footprint(server, time.monotonic())
+                obs.server.footprint = server.footprint
         if isinstance(spec, ServeBenchmarkSpec) and spec.quant_job_ref:
             obs.quantjob = self._stored("QuantJob", spec.quant_job_ref.name)
         if isinstance(spec, ServeBenchmarkSpec) and spec.baseline:
@@ -330,11 +342,35 @@ class LocalExecutor:
                 )
             elif isinstance(action, DeleteServer):
                 server = self.servers.pop(key, None)
-                if server is not None:
+                if server is not None and server.proc is not None:
                     self.procs.stop(server.proc)
+
+    def _prepare(self, step: WorkerStep, d: Path, report: Path) -> str | None:
+        """A step's model step (`servelab worker model`), run to completion first, as an init container is;
+        its report (the model's size on disk) written to `report`. Returns why it failed, or None."""
+        report.unlink(missing_ok=True)
+        argv, env = self.toolchain.worker_argv(step)
+        env["SERVELAB_RESULT_SINK"] = f"file:{report}"
+        log = d / f"{step.id}.log"
+        proc = self.procs.spawn([expand(a, env) for a in argv], env, log)
+        try:
+            rc = proc.wait(timeout=step.timeout_seconds)
+        except subprocess.TimeoutExpired:
+            self.procs.stop(proc)
+            return f"{step.title}: ran longer than {step.timeout_seconds}s; see {log}"
+        return None if rc == 0 else f"{step.title} exited with code {rc}:\n{_tail(log)}"
 
     def _start_server(self, owner: Owner, spec: ServeBenchmarkSpec, action: CreateServer, d: Path) -> None:
         launch = action.launch
+        health = f"http://127.0.0.1:{launch.port}{launch.health_path}"
+        log = d / "server.log"
+        report = d / "model.report.json"
+        if action.prepare is not None:
+            self.say(owner, action.prepare.title)
+            why = self._prepare(action.prepare, d, report)
+            if why is not None:  # what an init container's failure is: the server never starts
+                self.servers[self._key(owner)] = _Server(None, health, log, spec.engine.name, failed=why)
+                return
         argv, env = self.toolchain.server_argv(spec.engine.name, launch.command)
         env.update(launch.env)
         for name, (secret, key) in launch.secret_env.items():  # a Secret's key, from the environment here
@@ -342,16 +378,21 @@ class LocalExecutor:
                 name, os.environ.get(f"SERVELAB_SECRET_{secret}_{key}".upper().replace("-", "_"), "")
             )
         argv = [expand(a, env) for a in argv]
-        log = d / "server.log"
         proc = self.procs.spawn(argv, env, log)
         self.servers[self._key(owner)] = _Server(
-            proc, f"http://127.0.0.1:{launch.port}{launch.health_path}", log
+            proc, health, log, spec.engine.name, time.monotonic(), report if action.prepare else None
         )
 
     def _start_step(self, step: WorkerStep, d: Path) -> _Step:
         result_file = d / f"{step.id}.result.json"
         if "--resume" not in step.argv:  # a resumable step keeps what it published (it resumes from it)
             result_file.unlink(missing_ok=True)
+        if step.prepare is not None:  # the step's model step first, as the Job's init container
+            why = self._prepare(step.prepare, d, d / f"{step.id}.model.report.json")
+            if why is not None:
+                argv = ["sh", "-c", 'echo "$1" >&2; exit 1', "sh", why]  # the step fails with the reason
+                log = d / f"{step.id}.log"
+                return _Step(step, self.procs.spawn(argv, dict(os.environ), log), time.monotonic(), log)
         argv, env = self.toolchain.worker_argv(step)
         env["SERVELAB_RESULT_SINK"] = f"file:{result_file}"
         for name, (secret, key) in step.secret_env.items():
@@ -369,6 +410,24 @@ class LocalExecutor:
 def secret_value(secret: str, key: str) -> str:
     """A Secret's key, locally: the environment variable SERVELAB_SECRET_<SECRET>_<KEY> (upper case, - as _)."""
     return os.environ.get(f"SERVELAB_SECRET_{secret}_{key}".upper().replace("-", "_").replace(".", "_"), "")
+
+
+def _footprint(server: _Server, now: float) -> ServerFootprint:
+    """Process start to its first healthy answer, the model step's size report, the engine's log."""
+    from servelab.engines import get
+
+    fp = ServerFootprint(
+        load_seconds=round(now - server.started, 2),
+        load_source="server process start to its first healthy answer (polled every 0.5 s)",
+    )
+    if server.model_report is not None and server.model_report.is_file():
+        report = json.loads(server.model_report.read_text())
+        fp.model_bytes, fp.model_bytes_source = report.get("bytes"), report.get("source")
+    if server.log.is_file():
+        memory = get(server.engine).gpu_memory(server.log.read_text(errors="replace"))
+        if memory is not None:
+            fp.gpu_memory_bytes, fp.gpu_memory_source = memory
+    return fp
 
 
 def _healthy(url: str) -> bool:

@@ -23,7 +23,10 @@ from servelab.workers.common import WorkerError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="the GGUF file")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", help="the GGUF file")
+    where.add_argument("--hf-repo", default=None, help="a Hugging Face Hub repository holding the GGUF file")
+    p.add_argument("--hf-file", default=None, help="the GGUF file of --hf-repo (downloaded into HF_HOME)")
     p.add_argument("-p", "--n-prompt", type=int, nargs="+", default=[512], help="prompt tokens (pp tests)")
     p.add_argument("-n", "--n-gen", type=int, nargs="+", default=[128], help="generated tokens (tg tests)")
     p.add_argument("-d", "--n-depth", type=int, nargs="+", default=[0], help="context depths")
@@ -106,9 +109,26 @@ def _program(args: argparse.Namespace) -> tuple[str, str | None]:
     return str(tool), note
 
 
+def hub_file(repo: str, file: str | None) -> Path:
+    """The local path of a GGUF file of a Hub repository (downloaded into the HF cache when missing)."""
+    from huggingface_hub import hf_hub_download  # type: ignore[import-not-found]
+
+    from servelab.workers.hub import token
+
+    if not file:
+        raise WorkerError(f"llama-bench needs one GGUF file of {repo}: set spec.model.huggingFace.file")
+    try:
+        return Path(hf_hub_download(repo, file, token=token()))
+    except Exception as exc:
+        raise WorkerError(f"cannot download {file} of {repo} from the Hugging Face Hub: "
+                          f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
+
+
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.hf_repo:  # what llama-server --hf-repo/--hf-file serves, fetched the same way into the HF cache
+        args.model = str(hub_file(args.hf_repo, args.hf_file))
     program, note = _program(args)
     cmd = command(args, program)
     started = time.monotonic()
