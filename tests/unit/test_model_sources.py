@@ -353,3 +353,29 @@ def test_the_model_step_measures_a_path_and_reports_to_the_sink(
     assert model_worker.run(parsed(["servelab", "worker", "model", "--path", str(missing)])) == 0
     got = json.loads(report.read_text())
     assert got["bytes"] is None and "not visible" in got["source"]
+
+
+def test_servelab_run_and_report_show_the_footprint_with_its_sources() -> None:
+    from servelab import report
+    from servelab.api.servebenchmark import ServeBenchmarkStatus
+    from servelab.reporting import compare
+    from servelab.reporting import render as report_render
+    from servelab.reporting.sources import Run
+
+    fp = ServerFootprint(load_seconds=41.5, load_source="engine container start to the pod's Ready condition",
+                         model_bytes=16 << 30, model_bytes_source="measured in place; du of /models/m",
+                         gpu_memory_bytes=3 << 29, gpu_memory_source="server log: model loading took 1.5 GiB")  # fmt: skip
+    status = ServeBenchmarkStatus(phase="Succeeded", engine="vllm", footprint=fp)
+    text = report.footprint_table(status)
+    assert "41.50" in text and "16.00 GiB" in text and "1.50 GiB" in text and "du of /models/m" in text
+    unknown = report.footprint_table(ServeBenchmarkStatus(footprint=ServerFootprint(load_seconds=2.0)))
+    assert "not measured (the engine fetches it)" in unknown and "not reported by the engine" in unknown
+    runs = [Run("ServeBenchmark", "a", "ns", {}, status, "test"),
+            Run("ServeBenchmark", "b", "ns", {}, ServeBenchmarkStatus(phase="Succeeded", engine="transformers",
+                                                                    footprint=ServerFootprint(model_bytes=5 << 20)), "test")]  # fmt: skip
+    doc = compare.build(runs)
+    (section,) = [s for s in doc.sections if s.title == "Model load, size and memory"]
+    (table,) = section.tables
+    out = report_render.text(doc)
+    assert "Model load, size and memory" in out and "16.00 GiB" in out and "5.00 MiB" in out
+    assert [row[0].text for row in table.rows] == ["a", "b"]
