@@ -306,11 +306,13 @@ def test_the_footprint_reaches_status_once_ready_and_stays() -> None:
     assert fp is not None and (fp.load_seconds, fp.model_bytes, fp.gpu_memory_bytes) == (12.5, 100, 2048)
 
 
-VLLM_LOG = """INFO 11-22 12:00:31 [gpu_model_runner.py:2653] Model loading took 15.2683 GiB and 10.43 seconds
+# the lines as the pinned releases write them (vllm v1 gpu_model_runner / gpu_worker; sglang model_runner and
+# memory_pool); v0.11.0's "Model loading took X GiB and Y seconds" (no "memory") is read the same way
+VLLM_LOG = """INFO 11-22 12:00:31 [gpu_model_runner.py:5150] Model loading took 15.27 GiB memory and 10.430000 seconds
 INFO 11-22 12:00:52 [gpu_worker.py:298] Available KV cache memory: 103.49 GiB
 """
 SGLANG_LOG = """[2026-11-22 12:00:31 TP0] Load weight end. type=Qwen3ForCausalLM, dtype=torch.bfloat16, avail mem=122.84 GB, mem usage=15.46 GB.
-[2026-11-22 12:00:33 TP0] KV Cache is allocated. #tokens: 846351, K size: 48.43 GB, V size: 48.43 GB
+[2026-11-22 12:00:33 TP0] KV Cache is allocated. dtype: torch.bfloat16, #tokens: 846351, K size: 48.43 GB, V size: 48.43 GB
 """  # fmt: skip
 LLAMA_LOG = """load_tensors:        CUDA0 model buffer size =  4403.49 MiB
 load_tensors:   CPU_Mapped model buffer size =   333.84 MiB
@@ -322,9 +324,16 @@ llama_context:  CUDA_Host compute buffer size =    24.01 MiB
 
 def test_gpu_memory_as_each_engine_logs_it() -> None:
     mem, said = get("vllm").gpu_memory(VLLM_LOG) or (None, "")
-    assert mem == int((15.2683 + 103.49) * (1 << 30)) and "15.2683 GiB" in said and "103.49 GiB" in said
+    assert mem == int((15.27 + 103.49) * (1 << 30)) and "15.27 GiB" in said and "103.49 GiB" in said
+    old = get("vllm").gpu_memory("Model loading took 15.2683 GiB and 10.43 seconds\n")
+    assert old is not None and old[0] == int(15.2683 * (1 << 30))
     mem, said = get("sglang").gpu_memory(SGLANG_LOG) or (None, "")
     assert mem == int((15.46 + 48.43 + 48.43) * (1 << 30)) and "mem usage 15.46 GB" in said
+    mla = (
+        SGLANG_LOG.splitlines()[0]
+        + "\n[TP0] KV Cache is allocated. dtype: torch.bfloat16, #tokens: 9, KV size: 30.10 GB\n"
+    )
+    assert (get("sglang").gpu_memory(mla) or (None,))[0] == int((15.46 + 30.10) * (1 << 30))
     for engine in ("llamacpp", "ollama"):  # Ollama's runner is llama.cpp: the same lines in its log
         mem, said = get(engine).gpu_memory(LLAMA_LOG) or (None, "")
         assert mem == int((4403.49 + 2304.00 + 304.75) * (1 << 20))

@@ -72,17 +72,18 @@ class Sglang(EngineAdapter):
         return MODULE in command[:3]
 
     def gpu_memory(self, log: str) -> tuple[int, str] | None:
-        """'Load weight end. ... mem usage=X GB' (weights) plus 'KV Cache is allocated. ... K size: A GB, V size:
-        B GB' (SGLang's GB are GiB: bytes / 2**30)."""
+        """'Load weight end. ... mem usage=X GB' (weights) plus 'KV Cache is allocated. dtype: ..., #tokens: N, K
+        size: A GB, V size: B GB' (or 'KV size: C GB' for MLA models); SGLang's GB are GiB (bytes / 2**30)."""
         weights = last_match(r"Load weight end\..*?mem usage=([0-9.]+) GB", log)
         if weights is None:
             return None
-        kv = last_match(r"KV Cache is allocated\..*?K size: ([0-9.]+) GB, V size: ([0-9.]+) GB", log)
-        total = float(weights[1]) + (float(kv[1]) + float(kv[2]) if kv else 0.0)
-        said = f"server log: weights mem usage {weights[1]} GB" + (
-            f", KV cache K {kv[1]} GB + V {kv[2]} GB" if kv else ""
+        kv = last_match(
+            r"KV Cache is allocated\..*?(?:K size: ([0-9.]+) GB, V size: ([0-9.]+) GB|KV size: ([0-9.]+) GB)",
+            log,
         )
-        return int(total * GIB), said
+        kv_gb = (float(kv[1]) + float(kv[2]) if kv[1] else float(kv[3])) if kv else 0.0
+        said = f"server log: weights mem usage {weights[1]} GB" + (f", KV cache {kv_gb:.2f} GB" if kv else "")
+        return int((float(weights[1]) + kv_gb) * GIB), said
 
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
         a = ["python3", "-m", MODULE, "--model-path", model.location]
