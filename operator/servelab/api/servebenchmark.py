@@ -18,7 +18,14 @@ from servelab.api.common import (
 )
 from servelab.api.engine import Engine
 from servelab.api.quantjob import Evaluation, Images
-from servelab.api.results import DepthPointResult, EvalScore, LlamaBenchResult, LoadPointResult
+from servelab.api.results import (
+    DepthPointResult,
+    EvalScore,
+    LlamaBenchResult,
+    LlamaBenchyResult,
+    LoadPointResult,
+    OfflineThroughputResult,
+)
 from servelab.api.verdict import Baseline, Slo, Verdict
 from servelab.engines import registry
 
@@ -103,19 +110,6 @@ def _hub_rules() -> list[tuple[str, str, str | None]]:
             f".model.huggingFace.{key}",
         ))  # fmt: skip
     return rules
-
-
-def _modelscope_rule() -> tuple[str, str, str | None]:
-    """model.modelScope.file (one file, a GGUF) only with engines that serve one file: the others load a
-    whole repository (vLLM and SGLang fetch it themselves, Transformers and MLX read a directory)."""
-    names = [n for n in registry.ENGINES if registry.get(n).model_formats[0] == "gguf"]
-    listed = ", ".join(f"'{n}'" for n in names)
-    return (
-        "!has(self.model) || !has(self.model.modelScope) || !has(self.model.modelScope.file) || "
-        f"self.engine.name in [{listed}]",
-        f"only engines that serve one file take it ({', '.join(names)})",
-        ".model.modelScope.file",
-    )
 
 
 def _shm_rule() -> tuple[str, str, str | None]:
@@ -258,6 +252,81 @@ class LlamaBench(ApiModel):
     timeout_seconds: int = Field(21600, ge=10, le=604800, description="Time limit of the llama-bench step.")
 
 
+class OfflineThroughput(ApiModel):
+    """vLLM's offline benchmark, `vllm bench throughput` (write-up 002's `vllm.LLM` benchmark): the engine
+    loaded in-process, every prompt handed to it at once, no server and no HTTP. Runs in the vLLM image as
+    a step of its own, before the server starts (so the two never share the GPUs), with the engine
+    arguments of spec.engine that apply offline (the model, its revision and tokenizer, maxModelLen,
+    tensorParallelSize, gpuMemoryUtilization, quantization, dtype, kvCacheDtype, speculative,
+    trustRemoteCode, vllm.enforceEager); server-only ones (served name, parsers, chat template, host, port,
+    engine.extraArgs) are left out. Random prompts of exactly inputTokens tokens, each generating
+    outputTokens (`--dataset-name random`)."""
+
+    input_tokens: int = Field(
+        1024, ge=1, le=1048576, description="--random-input-len: prompt tokens of each request."
+    )
+    output_tokens: int = Field(
+        512, ge=1, le=1048576, description="--random-output-len: tokens generated per request."
+    )
+    num_prompts: int = Field(1000, ge=1, le=1000000, description="--num-prompts: requests in the run.")
+    warmup_prompts: int = Field(
+        0, ge=0, le=100000, description="--num-warmups: requests sent first, not timed."
+    )
+    extra_args: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="More `vllm bench throughput` arguments (engine arguments too, e.g. --max-num-seqs), last.",
+    )
+    timeout_seconds: int = Field(21600, ge=10, le=604800, description="Time limit of the offline step.")
+
+
+class LlamaBenchy(ApiModel):
+    """llama-benchy (PyPI `llama-benchy` 0.3.5), write-up 003's context-depth harness against the served
+    OpenAI API: `llama-benchy --depth 0 8192 16384 32768 --runs 5 --no-cache`, rows pp/tg @ dN with t/s,
+    peak t/s, ttfr, est_ppt and e2e_ttft, each mean ± sd over the runs. Prompts are slices of a book
+    (llama-benchy's --book-url, downloaded; corpusPath gives the text instead where pods are offline)."""
+
+    depths: list[Annotated[int, Field(ge=0, le=16777216)]] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        max_length=32,
+        description="--depth: context depths in tokens.",
+    )
+    prompt_tokens: list[Annotated[int, Field(ge=1, le=1048576)]] = Field(
+        default_factory=lambda: [2048], min_length=1, max_length=16, description="--pp: prompt tokens."
+    )
+    gen_tokens: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [32], min_length=1, max_length=16, description="--tg: generated tokens."
+    )
+    runs: int = Field(3, ge=1, le=100, description="--runs: runs of each test.")
+    concurrency: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [1],
+        min_length=1,
+        max_length=16,
+        description="--concurrency: concurrent requests.",
+    )
+    no_cache: bool = Field(
+        True, description="--no-cache (the write-up's): a unique suffix per prompt and cache_prompt=false."
+    )
+    latency_mode: Literal["api", "generation", "none"] = Field(
+        "api", description="--latency-mode: how the network latency subtracted from est_ppt is measured."
+    )
+    coherence_check: bool = Field(
+        True,
+        description="llama-benchy's check that the model answers 'Paris' first (false: --skip-coherence).",
+    )
+    prefix_caching: bool = Field(
+        False, description="--enable-prefix-caching: load each context first, then measure the prompt on it."
+    )
+    corpus_path: str | None = Field(
+        None,
+        max_length=1024,
+        description="A text file to take prompts from instead of downloading --book-url (a path in the "
+        "evalscope worker image; locally on this machine).",
+    )
+    timeout_seconds: int = Field(21600, ge=10, le=604800, description="Time limit of the llama-benchy step.")
+
+
 class Isolation(ApiModel):
     exclusive_node: bool = Field(
         True, description="Never share a node with another ServeBenchmark's server (pod anti-affinity)."
@@ -281,18 +350,26 @@ class ServeBenchmarkSpec(ApiModel):
         _endpoint_rule(),
         _shm_rule(),
         *_hub_rules(),
-        _modelscope_rule(),
         ("!has(self.images) || !has(self.images.quantize)",
          "spec.images.quantize is the QuantJob's quantizer image: a ServeBenchmark runs none", ".images.quantize"),
+        ("!has(self.offlineThroughput) || (self.engine.name == 'vllm' && !has(self.endpoint))",
+         "spec.offlineThroughput runs vLLM's offline engine on the model: engine.name vllm, not with spec.endpoint",
+         ".offlineThroughput"),
+        ("!has(self.engine.maxModelLen) || !has(self.offlineThroughput) || "
+         "self.offlineThroughput.inputTokens + self.offlineThroughput.outputTokens <= self.engine.maxModelLen",
+         "spec.offlineThroughput: inputTokens + outputTokens must not exceed spec.engine.maxModelLen",
+         ".offlineThroughput.inputTokens"),
         ("!has(self.llamaBench) || !has(self.endpoint)",
          "spec.llamaBench runs llama-bench on the model's file: not with spec.endpoint", ".llamaBench"),
         # llama.cpp runs on CPU with gpus: 0 (its tensorParallelSize is always 1)
         ("!has(self.resources) || !has(self.resources.gpus) || self.engine.tensorParallelSize <= self.resources.gpus"
          " || (self.engine.name == 'llamacpp' && self.resources.gpus == 0)",
          "spec.engine.tensorParallelSize must not exceed spec.resources.gpus", ".engine.tensorParallelSize"),
-        ("has(self.load) || has(self.contextSweep) || has(self.llamaBench) || "
+        ("has(self.load) || has(self.contextSweep) || has(self.llamaBench) || has(self.llamaBenchy) || "
+         "has(self.offlineThroughput) || "
          "(has(self.evaluations) && size(self.evaluations) > 0)",
-         "set at least one of spec.load, spec.contextSweep, spec.llamaBench or spec.evaluations", None),
+         "set at least one of spec.load, spec.contextSweep, spec.llamaBench, spec.llamaBenchy, "
+         "spec.offlineThroughput or spec.evaluations", None),
         # what cannot fit in the server's context is refused by it, request after request
         ("!has(self.engine.maxModelLen) || !has(self.load) || "
          "self.load.prefixLength + self.load.maxPromptLength + self.load.maxTokens <= self.engine.maxModelLen",
@@ -317,6 +394,12 @@ class ServeBenchmarkSpec(ApiModel):
     load: Load | None = Field(None, description="evalscope perf sweep.")
     context_sweep: ContextSweep | None = Field(None, description="Context-depth sweep.")
     llama_bench: LlamaBench | None = Field(None, description="llama-bench against the model's GGUF file.")
+    llama_benchy: LlamaBenchy | None = Field(
+        None, description="llama-benchy depth sweep against the served API (write-up 003's harness)."
+    )
+    offline_throughput: OfflineThroughput | None = Field(
+        None, description="vLLM's offline `vllm bench throughput` on the model (no server)."
+    )
     evaluations: list[Evaluation] = Field(default_factory=list, max_length=16, description="evalscope evals.")
     resources: Resources | None = Field(None, description="GPUs (default tensorParallelSize), CPU, memory.")
     shm_size: Quantity = Field("16Gi", description="Memory-backed /dev/shm (vLLM, SGLang), e.g. 16Gi.")
@@ -363,35 +446,6 @@ class Timing(ApiModel):
     note: str | None = Field(None, description="Why a figure is missing (e.g. an existing endpoint).")
 
 
-class ServerFootprint(ApiModel):
-    """What loading the model took (write-up 002's table: load time, size, memory), each figure with where
-    it comes from; null where it is not known (never estimated)."""
-
-    load_seconds: float | None = Field(
-        None,
-        description="Server start to ready: in a cluster the engine container's start to the pod's Ready "
-        "condition (after the model step, if any); locally the server process's start to its first healthy "
-        "answer (polled every tick, 0.5 s).",
-    )
-    load_source: str | None = Field(None, description="How loadSeconds was measured.")
-    model_bytes: int | None = Field(
-        None,
-        ge=0,
-        description="The model's size on disk (apparent sizes of its files), measured by the model step "
-        "(`servelab worker model`); null where the engine fetches the model itself (a Hugging Face Hub "
-        "repository, ModelScope with vLLM/SGLang) or the path is inside the engine's image.",
-    )
-    model_bytes_source: str | None = Field(None, description="What was measured, and how it got there.")
-    gpu_memory_bytes: int | None = Field(
-        None,
-        ge=0,
-        description="GPU memory the engine reports for the model in its log (vLLM: 'Model loading took X "
-        "GiB'; SGLang: 'Load weight end ... mem usage=X GB'; llama.cpp and Ollama: the GPU model and KV "
-        "buffer sizes); null for engines that report none (Transformers, MLX) or on CPU.",
-    )
-    gpu_memory_source: str | None = Field(None, description="The log lines gpuMemoryBytes was read from.")
-
-
 class ServeBenchmarkStatus(CommonStatus):
     model: str | None = Field(None, description="Resolved model (source or QuantJob output).")
     engine: str | None = Field(None, description="Engine name.")
@@ -406,11 +460,16 @@ class ServeBenchmarkStatus(CommonStatus):
     llama_bench: list[LlamaBenchResult] = Field(
         default_factory=list, max_length=256, description="llama-bench rows (test, t/s ± sd, backend, build)."
     )
+    llama_benchy: list[LlamaBenchyResult] = Field(
+        default_factory=list,
+        max_length=512,
+        description="llama-benchy rows (test, t/s, peak t/s, ttfr, est_ppt, e2e_ttft, each mean ± sd).",
+    )
+    offline_throughput: OfflineThroughputResult | None = Field(
+        None, description="vLLM's offline throughput (`vllm bench throughput`), beside the served points."
+    )
     scores: list[EvalScore] = Field(default_factory=list, max_length=256, description="Evaluation scores.")
     summary: BenchmarkSummary | None = None
     verdict: Verdict | None = Field(None, description="The gate's outcome: every check and whether it held.")
     timing: Timing | None = Field(None, description="Server time held and the duty cycle of the run.")
-    footprint: ServerFootprint | None = Field(
-        None, description="Model load time, size on disk and GPU memory (where the engine reports it)."
-    )
     provenance: Provenance | None = None
