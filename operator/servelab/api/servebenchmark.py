@@ -112,6 +112,19 @@ def _hub_rules() -> list[tuple[str, str, str | None]]:
     return rules
 
 
+def _modelscope_rule() -> tuple[str, str, str | None]:
+    """model.modelScope.file (one file, a GGUF) only with engines that serve one file: the others load a
+    whole repository (vLLM and SGLang fetch it themselves, Transformers and MLX read a directory)."""
+    names = [n for n in registry.ENGINES if registry.get(n).model_formats[0] == "gguf"]
+    listed = ", ".join(f"'{n}'" for n in names)
+    return (
+        "!has(self.model) || !has(self.model.modelScope) || !has(self.model.modelScope.file) || "
+        f"self.engine.name in [{listed}]",
+        f"only engines that serve one file take it ({', '.join(names)})",
+        ".model.modelScope.file",
+    )
+
+
 def _shm_rule() -> tuple[str, str, str | None]:
     """spec.shmSize sizes the memory-backed /dev/shm of engines that use one: not set for the others."""
     from servelab.engines import registry
@@ -350,6 +363,7 @@ class ServeBenchmarkSpec(ApiModel):
         _endpoint_rule(),
         _shm_rule(),
         *_hub_rules(),
+        _modelscope_rule(),
         ("!has(self.images) || !has(self.images.quantize)",
          "spec.images.quantize is the QuantJob's quantizer image: a ServeBenchmark runs none", ".images.quantize"),
         ("!has(self.offlineThroughput) || (self.engine.name == 'vllm' && !has(self.endpoint))",
@@ -446,6 +460,35 @@ class Timing(ApiModel):
     note: str | None = Field(None, description="Why a figure is missing (e.g. an existing endpoint).")
 
 
+class ServerFootprint(ApiModel):
+    """What loading the model took (write-up 002's table: load time, size, memory), each figure with where
+    it comes from; null where it is not known (never estimated)."""
+
+    load_seconds: float | None = Field(
+        None,
+        description="Server start to ready: in a cluster the engine container's start to the pod's Ready "
+        "condition (after the model step, if any); locally the server process's start to its first healthy "
+        "answer (polled every tick, 0.5 s).",
+    )
+    load_source: str | None = Field(None, description="How loadSeconds was measured.")
+    model_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="The model's size on disk (apparent sizes of its files), measured by the model step "
+        "(`servelab worker model`); null where the engine fetches the model itself (a Hugging Face Hub "
+        "repository, ModelScope with vLLM/SGLang) or the path is inside the engine's image.",
+    )
+    model_bytes_source: str | None = Field(None, description="What was measured, and how it got there.")
+    gpu_memory_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="GPU memory the engine reports for the model in its log (vLLM: 'Model loading took X "
+        "GiB'; SGLang: 'Load weight end ... mem usage=X GB'; llama.cpp and Ollama: the GPU model and KV "
+        "buffer sizes); null for engines that report none (Transformers, MLX) or on CPU.",
+    )
+    gpu_memory_source: str | None = Field(None, description="The log lines gpuMemoryBytes was read from.")
+
+
 class ServeBenchmarkStatus(CommonStatus):
     model: str | None = Field(None, description="Resolved model (source or QuantJob output).")
     engine: str | None = Field(None, description="Engine name.")
@@ -472,4 +515,7 @@ class ServeBenchmarkStatus(CommonStatus):
     summary: BenchmarkSummary | None = None
     verdict: Verdict | None = Field(None, description="The gate's outcome: every check and whether it held.")
     timing: Timing | None = Field(None, description="Server time held and the duty cycle of the run.")
+    footprint: ServerFootprint | None = Field(
+        None, description="Model load time, size on disk and GPU memory (where the engine reports it)."
+    )
     provenance: Provenance | None = None
