@@ -314,11 +314,14 @@ INFO 11-22 12:00:52 [gpu_worker.py:298] Available KV cache memory: 103.49 GiB
 SGLANG_LOG = """[2026-11-22 12:00:31 TP0] Load weight end. type=Qwen3ForCausalLM, dtype=torch.bfloat16, avail mem=122.84 GB, mem usage=15.46 GB.
 [2026-11-22 12:00:33 TP0] KV Cache is allocated. dtype: torch.bfloat16, #tokens: 846351, K size: 48.43 GB, V size: 48.43 GB
 """  # fmt: skip
-LLAMA_LOG = """load_tensors:        CUDA0 model buffer size =  4403.49 MiB
-load_tensors:   CPU_Mapped model buffer size =   333.84 MiB
-llama_kv_cache:      CUDA0 KV buffer size =  2304.00 MiB
-llama_context:      CUDA0 compute buffer size =   304.75 MiB
-llama_context:  CUDA_Host compute buffer size =    24.01 MiB
+# the pinned llama-server's lines at -lv 4 (its CPU build here prints the CPU ones exactly so; a CUDA
+# build names its device buffers CUDA0 and its pinned host buffers CUDA_Host)
+LLAMA_LOG = """0.00.073.968 I load_tensors:        CUDA0 model buffer size =  4403.49 MiB
+0.00.073.970 I load_tensors:   CPU_Mapped model buffer size =   333.84 MiB
+0.00.074.686 I llama_context:  CUDA_Host  output buffer size =     0.58 MiB
+0.00.074.737 I llama_kv_cache:      CUDA0 KV buffer size =  2304.00 MiB
+0.00.081.626 I sched_reserve:      CUDA0 compute buffer size =   304.75 MiB
+0.00.081.630 I sched_reserve:  CUDA_Host compute buffer size =    24.01 MiB
 """
 
 
@@ -338,7 +341,12 @@ def test_gpu_memory_as_each_engine_logs_it() -> None:
         mem, said = get(engine).gpu_memory(LLAMA_LOG) or (None, "")
         assert mem == int((4403.49 + 2304.00 + 304.75) * (1 << 20))
         assert "CUDA0 model buffer 4403.49 MiB" in said and "CPU" not in said and "Host" not in said
-    cpu_only = "load_tensors:   CPU_Mapped model buffer size =   333.84 MiB\nllama_kv_cache:        CPU KV buffer size =    16.00 MiB\n"
+    cpu_only = (  # the CPU build's own log (servelab's tiny GGUF, -lv 4)
+        "0.00.073.968 I load_tensors:   CPU_Mapped model buffer size =     6.26 MiB\n"
+        "0.00.074.686 I llama_context:        CPU  output buffer size =     0.06 MiB\n"
+        "0.00.074.737 I llama_kv_cache:        CPU KV buffer size =     0.25 MiB\n"
+        "0.00.081.626 I sched_reserve:        CPU compute buffer size =     2.13 MiB\n"
+    )
     assert get("llamacpp").gpu_memory(cpu_only) is None
     assert get("transformers").gpu_memory(VLLM_LOG) is None and get("mlx").gpu_memory(LLAMA_LOG) is None
     assert get("vllm").gpu_memory("INFO starting\n") is None

@@ -93,7 +93,8 @@ class LlamaCpp(EngineAdapter):
         return model.name  # llama-server answers to any model name
 
     def gpu_memory(self, log: str) -> tuple[int, str] | None:
-        return llama_gpu_memory(log)  # CUDA0 model/KV/compute buffer sizes (none on CPU)
+        # CUDA0 model/KV/compute buffer sizes: llama-server prints them at -lv 4 only; none on CPU
+        return llama_gpu_memory(log)
 
     def args(self, engine: Engine, model: ServedModel, host: str, port: int) -> list[str]:
         opts = self.options_of(engine, LlamaCppOptions)
