@@ -58,7 +58,7 @@ def test_a_worker_killed_mid_sweep_resumes_at_the_first_point_without_a_result(
         first = subprocess.Popen(cmd, env=envs.worker_environ(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True, start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + 300
-        while not (result.exists() and json.loads(result.read_text()).get("partial")):
+        while not (result.exists() and json.loads(result.read_text()).get("points")):
             assert first.poll() is None and time.monotonic() < deadline, "no partial result published"
             time.sleep(0.2)
         os.killpg(first.pid, signal.SIGKILL)  # the pod (worker and its client process) gone mid-sweep

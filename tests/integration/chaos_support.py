@@ -84,8 +84,8 @@ def _values(command: list[str], flag: str) -> list[str]:
 
 class FakeKubelet:
     """Plays the kubelet for the pods labelled servelab.dev/executor=local of one namespace, one point at a
-    time: a server pod becomes Running and Ready once `serve` is set; the sweep Job's pod publishes each
-    point once it is released (`release("load-0")`: the sweep's first point; `release_all`: every point)
+    time: a server pod becomes Running and Ready once `serve` is set; the sweep Job's pod says its client is
+    ready once running (the operator creates the server then), publishes each point once it is released (`release("load-0")`: the sweep's first point; `release_all`: every point)
     as the perf worker does (a partial result after each point, into the ConfigMap the Job's environment
     names, with the labels it names), and succeeds once its last point is published."""
 
@@ -135,7 +135,11 @@ class FakeKubelet:
             step = labels.get("servelab.dev/step", "")
             if pod.status.phase == "Pending":
                 self._status(pod, "Running", True, {"running": {"startedAt": now()}})
-            total = len(_values(list(pod.spec.containers[0].command or []), "--parallel")) or 1
+            command = list(pod.spec.containers[0].command or [])
+            total = len(_values(command, "--parallel")) or 1
+            if "--wait-ready" in command and name not in self.published:  # its client ready: the server next
+                self._publish(pod, 0, total)
+                self.published[name] = 0
             released = (
                 total if self.release_all else sum(f"{step}-{i}" in self.released for i in range(total))
             )
@@ -164,7 +168,11 @@ class FakeKubelet:
         rows = [{"concurrency": p, "requests": n, "succeeded": n, "successRate": 1.0, "rps": 1.0,
                  "outputTokensPerSecond": 10.0 * p, "avgTtftSeconds": 0.05, "avgTpotSeconds": 0.01,
                  "avgLatencySeconds": 0.5, "durationSeconds": 1.0} for p, n in zip(parallel[:points], number, strict=False)]  # fmt: skip
-        result = {"points": rows, **({"partial": True} if points < total else {})}
+        result = {
+            "points": rows,
+            **({"partial": True} if points < total else {}),
+            **({"clientReady": True} if not points else {}),
+        }
         labels = {**json.loads(env["SERVELAB_RESULT_LABELS"]), "app.kubernetes.io/managed-by": "servelab"}
         body = {"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": name, "labels": labels, "ownerReferences": [json.loads(env["SERVELAB_OWNER_REF"])]},

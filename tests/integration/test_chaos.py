@@ -66,7 +66,7 @@ def test_operator_killed_at_each_step_boundary_repeats_and_loses_nothing(
     with FakeKubelet(kube, ns) as kubelet:
         op.start()
         create_benchmark(kube, ns, name, load_spec(1, 1, 2))
-        # 1. the server (and the sweep's Job, whose client waits for it) created
+        # 1. the sweep's Job created, its client ready, then the server created
         wait_for(lambda: apps.list_namespaced_deployment(ns).items, 60, "server Deployment")
         op.kill()
         op.start()

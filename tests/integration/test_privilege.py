@@ -129,9 +129,10 @@ def test_oversized_or_malformed_result_fails_the_run_without_reaching_status(
         evil = json.dumps(
             {"points": [{"concurrency": 1, "requests": 1}], "pad": "x" * (MAX_RESULT_BYTES + 10)}
         )
-        core.create_namespaced_config_map(ns, {"metadata": {"name": name, "labels": labels,
-                                                             "ownerReferences": [json.loads(env["SERVELAB_OWNER_REF"])]},
-                                               "data": {key: evil}})  # fmt: skip
+        # its client said it was ready (the server is created then); its result replaced by the oversized one
+        wait_for(lambda: client.AppsV1Api(kube).list_namespaced_deployment(ns).items, 60, "server created")
+        assert labels.items() <= core.read_namespaced_config_map(name, ns).metadata.labels.items()
+        core.patch_namespaced_config_map(name, ns, {"data": {key: evil}})
         obj = finished(kube, ns, "big", 60)
     failed = condition(obj, "Failed")
     assert failed and failed["reason"] == "InvalidResult" and "cap" in failed["message"], obj["status"]

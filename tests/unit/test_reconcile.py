@@ -75,8 +75,14 @@ def sweep(*rows: dict[str, Any], partial: bool = False) -> dict[str, Any]:
     return {"points": [r for row in rows for r in row["points"]], **({"partial": True} if partial else {})}
 
 
+# what the sweep's worker publishes once its client is ready (the server is created only then)
+CLIENT_READY = {"kind": "perf", "partial": True, "clientReady": True, "points": []}
+
+
 def run(spec: ServeBenchmarkSpec, **obs: Any) -> Any:
+    """One decision; the sweep's client has said it is ready unless the test says what was published."""
     status = obs.pop("status", {})
+    obs.setdefault("results", {"load": CLIENT_READY})
     return decide_benchmark(
         OWNER, spec, Observed(generation=1, status=status, now=obs.pop("now", NOW), **obs)
     )
@@ -86,12 +92,19 @@ def kinds(objs: list[dict[str, Any]]) -> list[str]:
     return [o["kind"] for o in objs]
 
 
-def test_first_pass_creates_server_and_worker_rbac() -> None:
-    d = run(sb())
-    # the first load step's Job starts with the server: its client waits for the server while it loads
-    assert kinds(d.create) == ["ServiceAccount", "Role", "RoleBinding", "Deployment", "Service", "Job"]
-    job = d.create[5]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert job[job.index("--wait-ready") + 1] == "60" and d.status.timing.server_created_at
+def test_first_pass_starts_the_client_then_the_server_and_worker_rbac() -> None:
+    # the sweep's Job starts first (with the rights to publish): no server, no GPU held while it starts
+    first = run(sb(), results={})
+    assert kinds(first.create) == ["ServiceAccount", "Role", "RoleBinding", "Job"]
+    job = first.create[3]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert job[job.index("--wait-ready") + 1] == "60" and first.status.timing is None
+    assert first.status.progress.step.startswith("start the load client")
+    waiting = run(sb(), results={}, jobs={"load": JobState("j", active=True)}, status=first.status.to_wire())
+    assert waiting.create == []  # nothing more until the client says it is ready
+    # the client ready (its worker published so): the server now, the Job not again
+    d = run(sb(), jobs={"load": JobState("j", active=True)}, status=first.status.to_wire())
+    assert kinds(d.create) == ["ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"]
+    assert d.status.timing.server_created_at
     dep = d.create[3]
     assert dep["metadata"]["name"] == "bench-g1-server"
     assert dep["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
@@ -124,9 +137,9 @@ def test_vllm_server_gets_gpus_shm_and_secret_env() -> None:
 def test_the_sweep_runs_as_one_job_and_each_point_folds_as_it_is_published() -> None:
     started = {"status": run(sb()).status.to_wire()}
     ready = ServerState(exists=True, ready=True, node="gpu-h100-0", gpu_product="NVIDIA-H100-80GB-HBM3")
-    d = run(sb(), server=ready, **started)
-    assert kinds(d.create) == ["Job"]
-    job = d.create[0]
+    d = run(sb(), server=ready, results={}, **started)
+    assert kinds(d.create) == ["ServiceAccount", "Role", "RoleBinding", "Job"]  # its rights to publish, too
+    job = d.create[3]
     assert job["metadata"]["name"] == "bench-g1-load"
     cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert cmd[:3] == ["servelab", "worker", "perf"] and "http://bench-g1-server.ns.svc:8080/v1" in cmd
@@ -172,7 +185,7 @@ def test_a_sweep_job_gone_with_points_published_runs_again_and_resumes() -> None
     started = {"status": run(sb()).status.to_wire()}
     d = run(sb(), server=ServerState(exists=True, ready=True), results={"load": sweep(point(1), partial=True)},
             **started)  # fmt: skip
-    assert [o["metadata"]["name"] for o in d.create] == ["bench-g1-load"]
+    assert [o["metadata"]["name"] for o in d.create if o["kind"] == "Job"] == ["bench-g1-load"]
     assert [r.concurrency for r in d.status.results] == [1]
 
 
@@ -267,7 +280,7 @@ def test_new_generation_resets_and_deletes_old_children() -> None:
     obs = Observed(generation=2, status=finished.to_wire(), now=NOW, stale=stale)
     d = decide_benchmark(owner2, sb(), obs)
     assert d.status.observed_generation == 2 and d.status.results == []
-    assert stale[0] in d.delete and any(o["metadata"]["name"] == "bench-g2-server" for o in d.create)
+    assert stale[0] in d.delete and any(o["metadata"]["name"] == "bench-g2-load" for o in d.create)
 
 
 def test_quantjob_job_and_outcomes() -> None:
@@ -452,6 +465,19 @@ def test_duty_cycle_is_measured_load_over_the_time_the_server_was_held() -> None
     t = done.status.timing
     assert done.status.phase == "Succeeded" and t.server_released_at == "2026-11-22T12:01:40Z"
     assert (t.server_held_seconds, t.measured_seconds, t.duty_cycle) == (100.0, 60.0, 0.6)
+
+
+def test_a_client_that_cannot_start_fails_the_run_with_no_server() -> None:
+    started = run(sb(), results={}).status.to_wire()
+    d = run(sb(), results={}, jobs={"load": JobState("j", failed=True, message="BackoffLimitExceeded")},
+            status=started)  # fmt: skip
+    assert d.status.phase == "Failed" and "BackoffLimitExceeded" in (d.status.message or "")
+    assert not [o for o in d.create if o["kind"] == "Deployment"]
+    started = run(sb(), results={}).status.to_wire()
+    started["startTime"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    late = run(sb(), results={}, jobs={"load": JobState("j", active=True)}, status=started,
+               now=NOW + timedelta(seconds=61))  # fmt: skip
+    assert late.status.phase == "Failed" and "did not start within 60s" in (late.status.message or "")
 
 
 def test_a_result_that_does_not_match_the_schema_fails_the_run_instead_of_the_reconcile() -> None:

@@ -166,10 +166,14 @@ class Cluster:
             gen, sid = int(labels["servelab.dev/generation"]), labels["servelab.dev/step"]
             if (gen, sid) in self.jobs and not self.jobs[(gen, sid)].active:
                 continue
+            command = obj["spec"]["template"]["spec"]["containers"][0]["command"]
+            if "--wait-ready" in command and (gen, sid) not in self.results:  # its client starts, says so
+                self.results[(gen, sid)] = {"partial": True, "clientReady": True, "points": []}
+                self.jobs[(gen, sid)] = JobState(name, active=True)
+                continue
             if self.scenario.server != "ok" and any(k == "Deployment" for k, _ in self.objects):
                 continue  # its worker waits for the server (--wait-ready), which never answers
             rc, result = self.scenario.steps[sid]
-            command = obj["spec"]["template"]["spec"]["containers"][0]["command"]
             points = (result or {}).get("points", [])[: sweep_points(command)]
             have = len((self.results.get((gen, sid)) or {}).get("points", []))
             if have < len(points):  # one more point measured and published
@@ -247,6 +251,8 @@ WORKER = textwrap.dedent("""
         parser = argparse.ArgumentParser()
         perf.add_arguments(parser)
         args = parser.parse_args(argv[3:])
+        if args.resume and args.wait_ready and not sink.read():  # the client ready: the server may start
+            sink.publish({"partial": True, "clientReady": True, "points": []})
         if args.wait_ready:  # as the perf worker: measure nothing before the server answers
             from servelab.workers.common import server_root, wait_ready
             while wait_ready(server_root(args.url), 1) >= 1:

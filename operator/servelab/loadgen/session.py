@@ -9,8 +9,9 @@ in-process and answers with its exit code. The perf worker keeps everything arou
 /metrics before and after, the client's CPU during it: the session's pid is sampled like a point's
 process, only the point's own window counts) as it does for a process per point.
 
-Run as `python -m servelab.loadgen.session GENERATOR [TOKENIZER]`. Protocol (one JSON object per line): the worker writes `{"argv": [...], "log": PATH}`, the session runs the
-point with its stdout and stderr going to PATH and answers `{"rc": N}` on its own stdout.
+Run as `python -m servelab.loadgen.session GENERATOR [TOKENIZER]`. Protocol (one JSON object per line):
+the session says `{"ready": true}` once warm; the worker writes `{"argv": [...], "log": PATH}`, the session
+runs the point with its stdout and stderr going to PATH and answers `{"rc": N}` on its own stdout.
 """
 
 from __future__ import annotations
@@ -42,10 +43,24 @@ class PointSession:
                                      stderr=self._log, text=True, bufsize=1)  # fmt: skip
         self.monitor = ProcessMonitor(self.proc.pid).start()
         self.points = 0
+        self._ready = False
+
+    def ready(self, timeout: float | None = None) -> bool:
+        """Wait until the generator is imported and the tokenizer loaded (its first line); False when it
+        did not say so within timeout (or died)."""
+        if self._ready:
+            return True
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        self._ready = '"ready"' in line
+        return self._ready
 
     def run(self, cmd: list[str], log: Path, timeout: float | None = None) -> Ran:
         """Run one point's command in the session; its output goes to `log` (secrets redacted after)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        if not self.ready(timeout):
+            raise SessionDied("the session process did not start")
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(redact("$ (session) " + " ".join(map(str, cmd))) + "\n")
         started = time.monotonic()
@@ -96,6 +111,7 @@ def serve(generator: str, tokenizer: str | None = None) -> int:
     started = time.monotonic()
     gen.warm_session(tokenizer)
     print(f"{generator} session ready in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+    answer.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
         if not line.strip():
             continue

@@ -653,6 +653,12 @@ def run(args: argparse.Namespace) -> int:
         argv = loadgen.get(args.generator, args.evalscope).session_command(str(args.tokenizer_path))
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
         session = PointSession(argv, env, args.out / "logs" / "client-session.log") if argv else None
+        if session is not None and not session.ready(args.wait_ready) and not session.alive():
+            print("the sweep's client process did not start: one client process per point")
+            session.close()
+            session = None
+        if not sink.read():  # the client is ready: its executor starts the server now (GPUs held from here)
+            sink.publish({"kind": "perf", "partial": True, "clientReady": True, "points": []})
     if args.wait_ready:
         waited = wait_ready(server_root(chat_url(args.url)), args.wait_ready)
         print(f"server answered after {waited:.1f}s" if waited < args.wait_ready else "server did not answer")
