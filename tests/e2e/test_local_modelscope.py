@@ -9,6 +9,7 @@ servelab run's output carry the model's load time and size on disk (status.footp
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -91,3 +92,46 @@ def test_the_rendered_switch_is_what_the_engine_reads_as_on(engine: str, env_nam
     out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_a_quantjob_converts_a_modelscope_repository_from_the_cache(tmp_path: Path) -> None:
+    """A QuantJob whose model is a ModelScope repository (the tiny HF model in ModelScope's cache layout):
+    the model step links the cached snapshot, the gguf worker converts and quantizes what it links."""
+    from servelab.toolchain import envs, llamacpp
+    from servelab_dev.tinymodel import ensure_tiny_model
+
+    envs.ensure_env("evalscope")
+    envs.ensure_env("llamacpp")
+    llamacpp.ensure_llamacpp()
+    tiny = ensure_tiny_model()
+    cache = tmp_path / "modelscope"
+    snapshot = cache / "models" / "servelab--tiny-qwen3" / "snapshots" / "v1"
+    snapshot.mkdir(parents=True)
+    for f in tiny.iterdir():
+        if f.is_file():
+            shutil.copy(f, snapshot / f.name)
+    qj = {"model": {"modelScope": {"id": "servelab/tiny-qwen3", "revision": "v1"}}, "method": "gguf",
+          "gguf": {"imatrix": False, "variants": [{"type": "Q8_0"}]}, "output": {"path": str(tmp_path / "out")},
+          "resources": {"gpus": 0}}  # fmt: skip
+    doc = {
+        "apiVersion": "servelab.dev/v1alpha1",
+        "kind": "QuantJob",
+        "metadata": {"name": "ms-q"},
+        "spec": qj,
+    }
+    f = tmp_path / "q.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    runs = tmp_path / "runs"
+    env = {**os.environ, "MODELSCOPE_CACHE": str(cache)}
+    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
+                          capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    status = yaml.safe_load((runs / "quantjob-ms-q" / "status.yaml").read_text())["status"]
+    link = runs.resolve() / "pvc" / ".modelscope" / "repos" / "servelab" / "tiny-qwen3"
+    assert status["phase"] == "Succeeded" and status["model"] == str(link)
+    assert link.resolve() == snapshot.resolve()  # revision v1: that snapshot, from the cache
+    assert [v["name"] for v in status["variants"]] == ["Q8_0"] and Path(
+        status["variants"][0]["path"]
+    ).is_file()
+    report = json.loads((runs / "quantjob-ms-q" / "quantize.model.report.json").read_text())
+    assert report["bytes"] == sum(p.stat().st_size for p in snapshot.iterdir())
