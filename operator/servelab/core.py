@@ -27,7 +27,13 @@ from servelab import status as st
 from servelab.api.common import ModelSource
 from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
 from servelab.api.results import QuantVariantResult
-from servelab.api.servebenchmark import Provenance, ServeBenchmarkSpec, ServeBenchmarkStatus, Timing
+from servelab.api.servebenchmark import (
+    Provenance,
+    ServeBenchmarkSpec,
+    ServeBenchmarkStatus,
+    ServerFootprint,
+    Timing,
+)
 from servelab.engines import ServedModel, ServerLaunch
 from servelab.engines import get as get_engine
 from servelab.plan import (
@@ -101,6 +107,9 @@ class ServerState:
     gpu_product: str | None = None
     unschedulable: str | None = None
     failed: str | None = None
+    # what the backend measured of the model's load (pod/process start to ready, the model step's size
+    # report, the engine's log); folded into status.footprint once the server is ready
+    footprint: ServerFootprint | None = None
 
 
 @dataclass
@@ -123,6 +132,7 @@ class CreateServer:
     launch: ServerLaunch
     image: str
     source: ModelSource | None  # the model source to make visible to the server (a PVC to mount)
+    prepare: WorkerStep | None = None  # the model step, run to completion before the server starts
 
 
 @dataclass(frozen=True)
@@ -206,14 +216,16 @@ def resolve_quantjob_model(
             f"QuantJob {ref.name} has no output {ref.variant!r} (has: {', '.join(v.name for v in candidates)})"
         )
     source = output_source(qspec, chosen.path, model_root)  # the QuantJob's scoring runs serve the same
-    return served_model(source, model_root, name=chosen.name), chosen.name, source
+    return served_model(source, model_root, name=chosen.name, engine=spec.engine.name), chosen.name, source
 
 
-def plan_benchmark(owner: Owner, spec: ServeBenchmarkSpec, model: ServedModel, site: Site) -> BenchmarkPlan:
+def plan_benchmark(
+    owner: Owner, spec: ServeBenchmarkSpec, model: ServedModel, site: Site, source: ModelSource | None = None
+) -> BenchmarkPlan:
     """The compiled plan of one tick: the server launched once, its URL, the steps."""
     return compile_benchmark(
         spec, model, artifacts=site.artifacts, host=site.server_host, port=site.server_port,
-        server_url=lambda port: site.server_url(owner, port),
+        server_url=lambda port: site.server_url(owner, port), source=source, mount_root=site.model_root,
     )  # fmt: skip
 
 
@@ -237,7 +249,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
         model = ServedModel(spec.endpoint.url, spec.endpoint.tokenizer, name=spec.endpoint.served_model_name)
         source = None
     elif spec.model:
-        model = served_model(spec.model, site.model_root, name=owner.name)
+        model = served_model(spec.model, site.model_root, name=owner.name, engine=spec.engine.name)
     else:
         assert spec.quant_job_ref
         ref = spec.quant_job_ref.name
@@ -270,7 +282,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
     if spec.endpoint:
         status.model = f"{spec.endpoint.served_model_name} at {spec.endpoint.url}"
 
-    plan = plan_benchmark(owner, spec, model, site)
+    plan = plan_benchmark(owner, spec, model, site, source)
     total = len(plan.steps) + 2
     adapter = get_engine(spec.engine.name)
     image = spec.engine.image or (spec.images.server if spec.images and spec.images.server else None)
@@ -336,7 +348,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
                                  f"the load client did not start within {plan.ready_timeout_seconds}s")  # fmt: skip
                 st.step(status, "start the load client (the server starts when it is ready)", 0, total)
                 return d
-        d.actions.append(CreateServer(plan.server, image, source))
+        d.actions.append(CreateServer(plan.server, image, source, plan.model_step))
         status.timing = Timing(server_created_at=timestamp(obs.now))
         first = plan.steps[0] if plan.steps else None
         if first is not None and "--wait-ready" in first.argv and first.id not in obs.jobs:
@@ -372,12 +384,27 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
     ready = st.condition(status, st.SERVER_READY)
     if status.timing is not None and status.timing.server_ready_at is None:
         status.timing.server_ready_at = timestamp(obs.now)
+    status.footprint = _footprint(status.footprint, obs.server.footprint)
     if ready is None or ready.status != "True":
         took = _seconds_since(status.start_time, obs.now)
         d.event("ServerReady", f"server ready on {obs.server.node or site.node} ({took:.0f}s after start)")
     st.set_condition(status, st.SERVER_READY, True, "ServerReady", f"{url} is ready", gen)
     status.server = url
     return _run_steps(d, spec, obs, plan, status, 2)
+
+
+def _footprint(stored: ServerFootprint | None, seen: ServerFootprint | None) -> ServerFootprint | None:
+    """What is known of the model's load: a figure once measured stays, a missing one is filled in when
+    the backend measures it later (the engine's log read after readiness)."""
+    if seen is None:
+        return stored
+    if stored is None:
+        return seen
+    merged = stored.model_copy()
+    for name, value in seen:
+        if getattr(merged, name) is None and value is not None:
+            setattr(merged, name, value)
+    return merged
 
 
 def _run_steps(
@@ -499,7 +526,7 @@ def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed, site: Site)
         return d
     model = model_location(spec.model, site.model_root)
     output = quant_output(spec, site.model_root, site.default_output)
-    plan = compile_quantjob(spec, model, output, site.artifacts)
+    plan = compile_quantjob(spec, model, output, site.artifacts, site.model_root)
     if status.phase is None:
         _start(status, obs, len(plan.steps), d, "quantization")
     status.phase, status.model, status.output = "Running", model, output

@@ -17,13 +17,14 @@ from servelab.controller.settings import Settings
 from servelab.core import CreateScoreRun, CreateServer, Decision, DeleteServer, Owner, RunStep
 from servelab.engines import ServerLaunch
 from servelab.names import dns_name, label_value
-from servelab.plan import ScoreRun, WorkerStep
+from servelab.plan import MODELSCOPE_DIR, ScoreRun, WorkerStep
 
 Obj = dict[str, Any]
 MANAGED_BY = {"app.kubernetes.io/managed-by": "servelab", "app.kubernetes.io/part-of": "servelab"}
 ARTIFACTS = "/artifacts"
 RESULT_KEY = "result.json"
 WORKER_HF_HOME = "/cache/huggingface"  # the quantize Job's Hugging Face cache volume (HF_HOME)
+MODELSCOPE_ROOT = f"/models/{MODELSCOPE_DIR}"  # the model step's ModelScope cache and links (an emptyDir)
 # Pod Security "restricted" (a namespace may enforce it): no privilege escalation, no capabilities, the
 # runtime's seccomp profile, never root. Worker images run as their non-root USER (10001). Engine images
 # (vLLM's, SGLang's, llama.cpp's) run as root by default: their servers run as SERVER_UID instead, with
@@ -82,18 +83,48 @@ def _placement(pod: Obj, placement: Placement | None) -> None:
         pod["priorityClassName"] = placement.priority_class_name
 
 
-def model_volume(source: ModelSource | None) -> tuple[list[Obj], list[Obj]]:
-    """Volumes and mounts that make a model source visible where plan.model_location says it is."""
+def model_volume(source: ModelSource | None, fetched: bool = False) -> tuple[list[Obj], list[Obj]]:
+    """Volumes and mounts that make a model source visible where plan.model_location says it is: a PVC
+    mounted under /models; a ModelScope repository the model step fetches (`fetched`), on an emptyDir at
+    /models/.modelscope that the step and the program reading the model share."""
     if source and source.pvc:
         claim = source.pvc.claim_name
         vol = {"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         return [vol], [{"name": "model", "mountPath": f"/models/{claim}", "readOnly": True}]
+    if source and source.model_scope and fetched:
+        return [{"name": "modelscope", "emptyDir": {}}], [
+            {"name": "modelscope", "mountPath": MODELSCOPE_ROOT}
+        ]
     return [], []
 
 
+def model_step_container(
+    step: WorkerStep, mounts: list[Obj], images: Images | None, settings: Settings
+) -> Obj:
+    """The model step (`servelab worker model`) as an init container: fetches a ModelScope repository into
+    the shared volume (its cache there too), measures the model; its report is the termination message,
+    which the operator reads from the pod's status (no API access from the pod)."""
+    env = [
+        {"name": "MODELSCOPE_CACHE", "value": f"{MODELSCOPE_ROOT}/cache"},
+        {"name": "HOME", "value": MODELSCOPE_ROOT},
+    ]
+    if not any(m["mountPath"] == MODELSCOPE_ROOT for m in mounts):
+        env = []  # nothing to fetch: only measured
+    return {
+        "name": "model", "image": step_image(step, images, settings),
+        "imagePullPolicy": (images.pull_policy if images and images.pull_policy else None) or settings.image_pull_policy,
+        "command": list(step.argv), "env": env, "volumeMounts": [dict(m) for m in mounts],
+        "terminationMessagePolicy": "File", "securityContext": dict(CONTAINER_SECURITY),
+        "resources": {"limits": {"cpu": settings.worker_cpu, "memory": settings.worker_memory},
+                      "requests": {"cpu": settings.worker_cpu, "memory": settings.worker_memory}},
+    }  # fmt: skip
+
+
 def server_objects(owner: Owner, spec: ServeBenchmarkSpec, launch: ServerLaunch, image: str,
-                   settings: Settings, model_source: ModelSource | None) -> list[Obj]:  # fmt: skip
-    """The engine server: a one-replica Deployment and its Service."""
+                   settings: Settings, model_source: ModelSource | None,
+                   prepare: WorkerStep | None = None) -> list[Obj]:  # fmt: skip
+    """The engine server: a one-replica Deployment and its Service; the model step (`prepare`) first, as
+    an init container beside it."""
     p = settings.prefix
     name = owner.child("server")
     labels = {**owner_labels(owner, "server", p), **settings.extra_pod_labels}
@@ -121,7 +152,10 @@ def server_objects(owner: Owner, spec: ServeBenchmarkSpec, launch: ServerLaunch,
         {"name": "HOME", "value": SERVER_HOME},
         {"name": "HF_HOME", "value": f"{SERVER_HOME}/.cache/huggingface"},
     ]
-    volumes, mounts = model_volume(model_source)
+    if model_source is not None and model_source.path:
+        prepare = None  # a path inside the engine's image: the step's (worker) image cannot see it to measure
+    volumes, mounts = model_volume(model_source, fetched=prepare is not None)
+    init = [model_step_container(prepare, mounts, spec.images, settings)] if prepare else []
     volumes.append({"name": "cache", "emptyDir": {}})
     mounts.append({"name": "cache", "mountPath": SERVER_HOME})  # model downloads, engine caches
     if launch.needs_shm:
@@ -140,7 +174,8 @@ def server_objects(owner: Owner, spec: ServeBenchmarkSpec, launch: ServerLaunch,
         "resources": {"limits": limits, "requests": requests or dict(limits)},
         "volumeMounts": mounts, "securityContext": dict(CONTAINER_SECURITY),
     }  # fmt: skip
-    pod: Obj = {"containers": [container], "volumes": volumes, "automountServiceAccountToken": False,
+    pod: Obj = {**({"initContainers": init} if init else {}),
+                "containers": [container], "volumes": volumes, "automountServiceAccountToken": False,
                 "terminationGracePeriodSeconds": 30,
                 "securityContext": {**POD_SECURITY, "runAsUser": SERVER_UID, "runAsGroup": SERVER_UID}}  # fmt: skip
     _placement(pod, spec.placement)
@@ -193,8 +228,10 @@ def step_image(step: WorkerStep, images: Images | None, settings: Settings) -> s
 
 def worker_job(owner: Owner, step: WorkerStep, settings: Settings, placement: Placement | None = None,
                extra_env: list[Obj] | None = None, volumes: tuple[list[Obj], list[Obj]] = ([], []),
-               images: Images | None = None, resources: Resources | None = None, backoff_limit: int = 0) -> Obj:  # fmt: skip
-    """One plan step as a Job: runs `servelab worker ...` once, publishes into its result ConfigMap."""
+               images: Images | None = None, resources: Resources | None = None, backoff_limit: int = 0,
+               init: list[Obj] | None = None) -> Obj:  # fmt: skip
+    """One plan step as a Job: runs `servelab worker ...` once, publishes into its result ConfigMap (after
+    its `init` containers: the model step)."""
     p = settings.prefix
     labels = {**owner_labels(owner, "worker", p, step.id), **settings.extra_pod_labels}
     ref = {k: v for k, v in owner_ref(owner).items() if k in ("apiVersion", "kind", "name", "uid")}
@@ -220,7 +257,8 @@ def worker_job(owner: Owner, step: WorkerStep, settings: Settings, placement: Pl
         "volumeMounts": [{"name": "artifacts", "mountPath": ARTIFACTS}, *mounts],
         "securityContext": dict(CONTAINER_SECURITY),
     }  # fmt: skip
-    pod: Obj = {"restartPolicy": "Never", "serviceAccountName": owner.child("worker"), "containers": [container],
+    pod: Obj = {"restartPolicy": "Never", "serviceAccountName": owner.child("worker"),
+                **({"initContainers": init} if init else {}), "containers": [container],
                 "volumes": [{"name": "artifacts", "emptyDir": {}}, *vols], "securityContext": dict(POD_SECURITY)}  # fmt: skip
     _placement(pod, placement)
     return {
@@ -253,7 +291,8 @@ def quantize_job(owner: Owner, spec: QuantJobSpec, step: WorkerStep, settings: S
     if out.pvc:
         volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": out.pvc.claim_name}})
         mounts.append({"name": "output", "mountPath": f"/models/{out.pvc.claim_name}"})
-    mv, mm = model_volume(spec.model)
+    mv, mm = model_volume(spec.model, fetched=step.prepare is not None)
+    init = [model_step_container(step.prepare, mm, spec.images, settings)] if step.prepare else []
     volumes += [*mv, {"name": "hf-cache", "emptyDir": {}}]  # a remote model is downloaded here
     mounts += [*mm, {"name": "hf-cache", "mountPath": WORKER_HF_HOME}]
     # the worker images are offline by default: the quantize worker downloads a Hub model or data set
@@ -263,7 +302,28 @@ def quantize_job(owner: Owner, spec: QuantJobSpec, step: WorkerStep, settings: S
         env.append(_secret_env("HF_TOKEN", spec.hf_token_secret_ref))
     env += [e.to_wire() for e in spec.env]
     return worker_job(owner, step, settings, spec.placement, env, (volumes, mounts), images=spec.images,
-                      resources=spec.resources, backoff_limit=spec.backoff_limit)  # fmt: skip
+                      resources=spec.resources, backoff_limit=spec.backoff_limit, init=init)  # fmt: skip
+
+
+def benchmark_step_job(owner: Owner, spec: ServeBenchmarkSpec, step: WorkerStep, settings: Settings) -> Obj:
+    """A ServeBenchmark's step as a Job. A step that reads the model file (llama-bench) sees it where the
+    server does: the same PVC mount, the ModelScope file fetched first by the model step (an init
+    container on the same emptyDir layout), a Hub file downloaded into an HF cache volume with the
+    server's token."""
+    source = step.model_source
+    if source is None:
+        return worker_job(owner, step, settings, images=spec.images)
+    volumes, mounts = model_volume(source, fetched=step.prepare is not None)
+    init = [model_step_container(step.prepare, mounts, spec.images, settings)] if step.prepare else []
+    env: list[Obj] = []
+    if source.hugging_face:  # the worker images are offline by default: this step downloads the file
+        volumes.append({"name": "hf-cache", "emptyDir": {}})
+        mounts.append({"name": "hf-cache", "mountPath": WORKER_HF_HOME})
+        env += [{"name": "HF_HOME", "value": WORKER_HF_HOME}, {"name": "HF_HUB_OFFLINE", "value": "0"}]
+        if spec.hf_token_secret_ref:
+            env.append(_secret_env("HF_TOKEN", spec.hf_token_secret_ref))
+    return worker_job(owner, step, settings, extra_env=env,
+                      volumes=(volumes, mounts), images=spec.images, init=init)  # fmt: skip
 
 
 Ref = tuple[str, str, str]  # (apiVersion, kind, name) of a child
@@ -284,7 +344,8 @@ def decision_objects(
         if isinstance(action, CreateServer):
             assert isinstance(spec, ServeBenchmarkSpec)
             create += worker_rbac(owner, settings)
-            create += server_objects(owner, spec, action.launch, action.image, settings, action.source)
+            create += server_objects(owner, spec, action.launch, action.image, settings, action.source,
+                                     action.prepare)  # fmt: skip
         elif isinstance(action, RunStep):
             if isinstance(spec, QuantJobSpec):
                 create += worker_rbac(owner, settings)
@@ -292,7 +353,7 @@ def decision_objects(
             else:
                 if "--wait-ready" in action.step.argv:  # the sweep's client may start before the server
                     create += worker_rbac(owner, settings)
-                create.append(worker_job(owner, action.step, settings, images=spec.images))
+                create.append(benchmark_step_job(owner, spec, action.step, settings))
         elif isinstance(action, CreateScoreRun):
             create.append(score_benchmark(owner, action.name, action.run, settings))
         elif isinstance(action, DeleteServer):
