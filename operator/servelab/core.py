@@ -17,7 +17,7 @@ can happen is data (`Site`), not code.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -283,15 +283,17 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
         status.model = f"{spec.endpoint.served_model_name} at {spec.endpoint.url}"
 
     plan = plan_benchmark(owner, spec, model, site, source)
-    total = len(plan.steps) + 2
     adapter = get_engine(spec.engine.name)
     image = spec.engine.image or (spec.images.server if spec.images and spec.images.server else None)
     image = image or adapter.default_image
+    offline = [replace(s, engine_image=image) for s in plan.offline]  # the engine itself: the server's image
+    total = len(offline) + len(plan.steps) + 2
     images: dict[str, str] = {}
     if site.images:  # where steps run in containers: which images (none locally)
         images = {s.image: site.images(s.image) for s in plan.steps}
         if plan.server:
             images["server"] = image
+        images.update({s.id: image for s in offline})
     status.provenance = Provenance(
         images=images, command=plan.server.command if plan.server else [],
         node=None if spec.endpoint else obs.server.node or site.node, gpu_product=obs.server.gpu_product,
@@ -300,7 +302,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
     # --- results so far (rebuilt from the published results every time) -----------------------------
     status.results, status.scores, status.depth = [], [], []
     unreadable: tuple[WorkerStep, ValidationError] | None = None
-    for step in plan.steps:
+    for step in [*offline, *plan.steps]:
         try:
             st.fold_benchmark(status, step, obs.results.get(step.id), plan.points)
         except ValidationError as invalid:  # a worker of another version, or a broken one: never into status
@@ -321,6 +323,16 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
 
     if _seconds_since(status.start_time, obs.now) > plan.total_timeout_seconds:
         return _fail(d, spec, "Timeout", f"the run took over {plan.total_timeout_seconds}s")
+
+    # --- steps with no server (vLLM's offline benchmark): first, so they never share the GPUs with it ------
+    if offline:
+        pending = _offline_steps(d, spec, obs, offline, status, total)
+        if pending is not None:
+            return pending
+        if not plan.steps and not obs.server.exists:  # nothing is served: done without a server
+            done = _run_steps(d, spec, obs, plan, status, len(offline))
+            done.actions = [a for a in done.actions if not isinstance(a, DeleteServer)]
+            return done
 
     # --- the server --------------------------------------------------------------------------------
     if plan.server is None:  # spec.endpoint: nothing to deploy, wait for or tear down; clients check it
@@ -355,7 +367,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
             # a sweep resumed after its client was gone: started again with the server, it waits for it
             d.actions.append(RunStep(first))
             d.event("StepStarted", f"{first.title} (waits for the server)")
-        st.step(status, "start server", 0, total)
+        st.step(status, "start server", len(offline), total)
         d.event(
             "ServerCreated",
             f"{spec.engine.name} server {owner.child('server')}: {' '.join(plan.server.command)}",
@@ -375,7 +387,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
             st.set_condition(
                 status, st.SERVER_READY, False, "ServerStarting", "waiting for the health endpoint", gen
             )
-            st.step(status, "waiting for the server to become ready", 1, total)
+            st.step(status, "waiting for the server to become ready", len(offline) + 1, total)
         if waited > plan.ready_timeout_seconds:
             why = obs.server.unschedulable or "health endpoint never answered"
             return _fail(d, spec, "ServerNotReady", f"not ready within {plan.ready_timeout_seconds}s: {why}")
@@ -390,7 +402,31 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
         d.event("ServerReady", f"server ready on {obs.server.node or site.node} ({took:.0f}s after start)")
     st.set_condition(status, st.SERVER_READY, True, "ServerReady", f"{url} is ready", gen)
     status.server = url
-    return _run_steps(d, spec, obs, plan, status, 2)
+    return _run_steps(d, spec, obs, plan, status, len(offline) + 2)
+
+
+def _offline_steps(
+    d: Decision, spec: ServeBenchmarkSpec, obs: Observed, steps: list[WorkerStep], status: ServeBenchmarkStatus,
+    total: int,
+) -> Decision | None:  # fmt: skip
+    """The steps that run the engine themselves, one at a time, before the server: the decision while one
+    is pending or failed, None once all have published their results."""
+    for i, step in enumerate(steps):
+        job, result = obs.jobs.get(step.id), obs.results.get(step.id)
+        if job and job.failed:
+            reason, message = st.step_failure(step.result, step.title, result, job.message or "job failed")
+            return _fail(d, spec, reason, message)
+        if job and job.succeeded and result is not None:
+            continue
+        if result is None and _silent(job, obs.now):
+            reason, _ = st.step_failure(step.result, step.title, None, "")
+            return _fail(d, spec, reason, f"{step.title}: the worker finished without publishing a result")
+        st.step(status, step.title, i, total)
+        if job is None:
+            d.actions.append(RunStep(step))
+            d.event("StepStarted", step.title)
+        return d
+    return None
 
 
 def _footprint(stored: ServerFootprint | None, seen: ServerFootprint | None) -> ServerFootprint | None:

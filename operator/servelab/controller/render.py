@@ -7,6 +7,7 @@ while the old run's are deleted, and a restarted operator finds exactly what it 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from servelab import API_VERSION, GROUP, VERSION
@@ -16,6 +17,7 @@ from servelab.api.servebenchmark import ServeBenchmarkSpec
 from servelab.controller.settings import Settings
 from servelab.core import CreateScoreRun, CreateServer, Decision, DeleteServer, Owner, RunStep
 from servelab.engines import ServerLaunch
+from servelab.engines import get as get_engine
 from servelab.names import dns_name, label_value
 from servelab.plan import MODELSCOPE_DIR, ScoreRun, WorkerStep
 
@@ -326,6 +328,57 @@ def benchmark_step_job(owner: Owner, spec: ServeBenchmarkSpec, step: WorkerStep,
                       volumes=(volumes, mounts), images=spec.images, init=init)  # fmt: skip
 
 
+SERVELAB_CODE = (
+    "/opt/servelab"  # where an engine step finds servelab's worker code (copied from a worker image)
+)
+
+
+def engine_step_job(owner: Owner, spec: ServeBenchmarkSpec, step: WorkerStep, settings: Settings) -> Obj:
+    """A step that runs the engine itself (`servelab worker offline`: vLLM's offline benchmark) as a Job in the
+    engine's image (the server's: step.engine_image). It sees the model where the server does (the same
+    mounts as benchmark_step_job), runs as the server's uid with HOME and the Hugging Face cache on an
+    emptyDir, the Hub token from its Secret, the server's /dev/shm, GPUs, CPU, memory and placement. Engine
+    images have Python and pydantic but not servelab: an init container copies servelab's worker code from
+    the evalscope worker image into an emptyDir on PYTHONPATH."""
+    assert step.engine_image
+    job = benchmark_step_job(owner, spec, step, settings)
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    code = {"name": "servelab-code", "mountPath": SERVELAB_CODE}
+    copy = {
+        "name": "servelab-code", "image": step_image(replace(step, image_name="evalscope"), spec.images, settings),
+        "imagePullPolicy": container["imagePullPolicy"],
+        "command": ["cp", "-R", "/opt/servelab/operator", f"{SERVELAB_CODE}/"], "volumeMounts": [code],
+        "securityContext": dict(CONTAINER_SECURITY),
+        "resources": {"limits": {"cpu": settings.worker_cpu, "memory": settings.worker_memory},
+                      "requests": {"cpu": settings.worker_cpu, "memory": settings.worker_memory}},
+    }  # fmt: skip
+    pod["initContainers"] = [copy, *pod.get("initContainers", [])]
+    env = [{"name": "PYTHONPATH", "value": f"{SERVELAB_CODE}/operator"}, {"name": "HOME", "value": SERVER_HOME},
+           {"name": "HF_HOME", "value": f"{SERVER_HOME}/.cache/huggingface"}]  # fmt: skip
+    if spec.hf_token_secret_ref:
+        env.append(_secret_env("HF_TOKEN", spec.hf_token_secret_ref))
+    container["env"] += env
+    container["image"] = step.engine_image
+    container["command"] = ["python3", "-m", "servelab", *step.argv[1:]]
+    mounts = [code, {"name": "cache", "mountPath": SERVER_HOME}]
+    volumes: list[Obj] = [{"name": "servelab-code", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}]
+    if get_engine(spec.engine.name).needs_shm:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    container["volumeMounts"] += mounts
+    pod["volumes"] += volumes
+    limits: Obj = {"nvidia.com/gpu": str(step.gpus)} if step.gpus else {}
+    if spec.resources and spec.resources.cpu:
+        limits["cpu"] = spec.resources.cpu
+    if spec.resources and spec.resources.memory:
+        limits["memory"] = spec.resources.memory
+    container["resources"] = {"limits": limits, "requests": dict(limits)}
+    pod["securityContext"] = {**POD_SECURITY, "runAsUser": SERVER_UID, "runAsGroup": SERVER_UID}
+    _placement(pod, spec.placement)
+    return job
+
+
 Ref = tuple[str, str, str]  # (apiVersion, kind, name) of a child
 
 
@@ -350,6 +403,9 @@ def decision_objects(
             if isinstance(spec, QuantJobSpec):
                 create += worker_rbac(owner, settings)
                 create.append(quantize_job(owner, spec, action.step, settings))
+            elif action.step.engine_image:  # before the server: its service account is created here too
+                create += worker_rbac(owner, settings)
+                create.append(engine_step_job(owner, spec, action.step, settings))
             else:
                 if "--wait-ready" in action.step.argv:  # the sweep's client may start before the server
                     create += worker_rbac(owner, settings)
