@@ -20,15 +20,15 @@ from servelab.api.servebenchmark import ServeBenchmarkSpec, Timeouts
 from servelab.engines import ServedModel, ServerLaunch, default_for_format, get
 from servelab.names import dns_name
 
-ResultKind = Literal["points", "depth", "scores", "quant", "warmup", "bench", "model"]
-Image = Literal["evalscope", "llamacpp", "llmcompressor"]
+ResultKind = Literal["points", "depth", "scores", "quant", "warmup", "bench", "model", "benchy", "offline"]
+Image = Literal["evalscope", "llamacpp", "llmcompressor", "vllm-cpu"]
 
 
 # Which worker image runs each `servelab worker <command>` (the images under images/): the one table the
 # operator (Job images), the local executor and the local pod runner all read.
 WORKER_IMAGE: dict[str, Image] = {"perf": "evalscope", "eval": "evalscope", "depth": "evalscope",
                                   "gguf": "llamacpp", "quantize": "llmcompressor", "llamabench": "llamacpp",
-                                  "model": "evalscope"}  # fmt: skip
+                                  "model": "evalscope", "benchy": "evalscope", "offline": "vllm-cpu"}  # fmt: skip
 # Under the model root: the ModelScope step's cache and its links to the snapshots (`repos/<id>`). A
 # PersistentVolumeClaim's name never starts with '.', so no PVC source is mounted there.
 MODELSCOPE_DIR = ".modelscope"
@@ -49,6 +49,9 @@ class WorkerStep:
     # makes it ready first in the same place (`servelab worker model`: a ModelScope download)
     model_source: ModelSource | None = None
     prepare: WorkerStep | None = None
+    # the engine's own image (the server's), where a step runs the engine itself (`servelab worker offline`:
+    # vLLM's offline benchmark); set by the decision core. Locally the step runs in `image`'s environment.
+    engine_image: str | None = None
 
     @property
     def image(self) -> str:
@@ -68,6 +71,9 @@ class BenchmarkPlan:
     model_step: WorkerStep | None = None
 
     points: int = 0  # load points of the sweep (all in the one "load" step)
+    # steps that run the engine themselves, with no server (spec.offlineThroughput): before the server starts,
+    # so the two never hold the GPUs at once
+    offline: list[WorkerStep] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,68 @@ def llama_bench_step(
                       if source and source.model_scope else None)  # fmt: skip
 
 
+# `vllm serve` options that only the server has: left out of the offline benchmark's engine arguments
+_SERVER_ONLY = {"--served-model-name": 1, "--reasoning-parser": 1, "--tool-call-parser": 1, "--chat-template": 1,
+                "--host": 1, "--port": 1, "--enable-auto-tool-choice": 0}  # fmt: skip
+
+
+def offline_args(spec: ServeBenchmarkSpec, launch: ServerLaunch) -> list[str]:
+    """`vllm bench throughput` arguments (after the program): the model and the engine arguments of the
+    rendered `vllm serve` command that apply offline (server-only flags and engine.extraArgs left out),
+    random prompts of the spec's lengths, then spec.offlineThroughput.extraArgs."""
+    ot = spec.offline_throughput
+    assert ot is not None
+    cmd = launch.command
+    served = cmd[3 : len(cmd) - len(spec.engine.extra_args)]
+    engine_args: list[str] = []
+    i = 0
+    while i < len(served):
+        a = served[i]
+        if a in _SERVER_ONLY:
+            i += 1 + _SERVER_ONLY[a]
+            continue
+        engine_args.append(a)
+        i += 1
+    return ["--model", cmd[2], *engine_args, "--dataset-name", "random",
+            "--random-input-len", str(ot.input_tokens), "--random-output-len", str(ot.output_tokens),
+            "--num-prompts", str(ot.num_prompts), "--num-warmups", str(ot.warmup_prompts), *ot.extra_args]  # fmt: skip
+
+
+def offline_step(spec: ServeBenchmarkSpec, launch: ServerLaunch, artifacts: str,
+                 source: ModelSource | None = None) -> WorkerStep:  # fmt: skip
+    """`servelab worker offline`: vLLM's offline benchmark on the model (no server), on the server's GPUs."""
+    ot = spec.offline_throughput
+    assert ot is not None
+    gpus = (
+        spec.resources.gpus
+        if spec.resources and spec.resources.gpus is not None
+        else spec.engine.tensor_parallel_size
+    )
+    argv = ["servelab", "worker", "offline", "--timeout", str(ot.timeout_seconds), "--out", f"{artifacts}/offline",
+            "--", *offline_args(spec, launch)]  # fmt: skip
+    title = f"offline throughput ({ot.num_prompts} prompts, {ot.input_tokens} in / {ot.output_tokens} out)"
+    return WorkerStep(id="offline", title=title, argv=argv, result="offline", timeout_seconds=ot.timeout_seconds,
+                      env=dict(launch.env), gpus=gpus, model_source=source)  # fmt: skip
+
+
+def benchy_args(spec: ServeBenchmarkSpec, base_url: str, served_name: str, tokenizer: str) -> list[str]:
+    """llama-benchy's arguments for spec.llamaBenchy (write-up 003: `--base-url URL/v1 --no-cache --model M
+    --depth 0 8192 16384 32768 --runs 5`); the API key is added by the worker from its Secret."""
+    lb = spec.llama_benchy
+    assert lb is not None
+    a = ["--base-url", base_url, "--model", served_name, "--tokenizer", tokenizer,
+         "--pp", *map(str, lb.prompt_tokens), "--tg", *map(str, lb.gen_tokens), "--depth", *map(str, lb.depths),
+         "--runs", str(lb.runs), "--concurrency", *map(str, lb.concurrency), "--latency-mode", lb.latency_mode]  # fmt: skip
+    if lb.no_cache:
+        a.append("--no-cache")
+    if not lb.coherence_check:
+        a.append("--skip-coherence")
+    a.append("--exit-on-first-fail")  # a failed request fails the step: its rows would average fewer runs
+    if lb.prefix_caching:
+        a.append("--enable-prefix-caching")
+    return a
+
+
 def compile_benchmark(
     spec: ServeBenchmarkSpec, model: ServedModel, *, artifacts: str, server_url: Callable[[int], str],
     host: str = "0.0.0.0", port: int | None = None, connection_close: bool | None = None,
@@ -298,6 +366,28 @@ def compile_benchmark(
                   "--out", f"{artifacts}/depth"],
             result="depth", timeout_seconds=timeouts.total_seconds if timeouts else 21600,
         ))  # fmt: skip
+    if spec.llama_benchy:
+        lb = spec.llama_benchy
+        argv = [
+            "servelab",
+            "worker",
+            "benchy",
+            "--timeout",
+            str(lb.timeout_seconds),
+            "--out",
+            f"{artifacts}/llama-benchy",
+        ]
+        if lb.corpus_path:
+            argv += ["--corpus", lb.corpus_path]
+        if connection_close:
+            argv.append("--connection-close")
+        # the tokenizer is read where the model is (its volume mounted), or from the Hub (a repository id)
+        hub = {} if tokenizer.startswith("/") else {"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
+        steps.append(WorkerStep(
+            id="llama-benchy", title=f"llama-benchy (depths {', '.join(map(str, lb.depths))}, {lb.runs} runs)",
+            argv=[*argv, "--", *benchy_args(spec, base, name, tokenizer)], result="benchy",
+            timeout_seconds=lb.timeout_seconds, env=hub, model_source=source if source and source.pvc else None,
+        ))  # fmt: skip
     if spec.llama_bench and launch is not None:  # llama-bench on the served model's file (not HTTP)
         steps.append(llama_bench_step(spec, model, artifacts, source, mount_root))
     for i, ev in enumerate(spec.evaluations):
@@ -343,6 +433,7 @@ def compile_benchmark(
         total_timeout_seconds=timeouts.total_seconds if timeouts else 21600,
         points=len(spec.load.parallel) if spec.load else 0,
         model_step=model_step(source, mount_root, spec.engine.name) if launch is not None else None,
+        offline=[offline_step(spec, launch, artifacts, source)] if spec.offline_throughput and launch else [],
     )  # fmt: skip
 
 
