@@ -35,6 +35,11 @@ safetensors (nothing is downloaded there). Two halves:
 
    Writes summary.json, summary.md and logs.tar.gz to --out.
 
+The 2026-11-29 H200 run and its figures: docs/measurement.md, "H200 llama.cpp run" (raw summary in
+bench/results/). Its c=64 point did not measure: with many slots the pinned llama-server re-saves every
+idle slot to its host-memory prompt cache on each new request; a rerun should add
+`--server-arg=--no-cache-idle-slots` (the recorded run passed no extra server arguments).
+
 `device --tiny` is the CPU rehearsal of the same path (a 2-layer model with the same vocabulary, the
 CPU llama.cpp build from the cache, a short sweep): run it here before spending GPU time.
 """
@@ -70,7 +75,42 @@ QUANTS = ("IQ4_XS", "Q4_K_M")
 CUDA_FLAGS = ("-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=90", "-DGGML_CUDA_NCCL=OFF", "-DLLAMA_CURL=OFF")
 # evalscope's and servelab's worker dependencies that the GPU image (python 3.12) lacks; the versions of
 # the project's evalscope worker environment
-WHEELS = ["annotated_types==0.8.0", "pydantic==2.14.3", "pydantic_core==2.50.4", "typing_inspection==0.4.5", "cffi==2.1.1", "pycparser==3.12", "colorlog==6.12.0", "cryptography==50.0.2", "datasets==4.8.4", "dill==0.4.1", "multiprocess==0.70.19", "docstring_parser==0.18.0", "editdistance==0.8.1", "evalscope==1.14.1", "fastapi==0.165.0", "filetype==1.2.0", "httpx2==2.16.2", "httpcore2==2.16.2", "jsonlines==4.0.0", "jsonschema==4.26.0", "jsonschema_specifications==2025.9.1", "referencing==0.37.0", "rpds_py==2026.9.1", "modelscope==1.40.2", "modelscope_hub==0.5.1", "openai==3.54.0", "jiter==0.19.0", "distro==1.9.0", "opentelemetry_api==1.45.2", "plotly==7.1.0", "sniffio==1.3.1", "sse_starlette==3.7.0", "starlette==1.10.0", "uvicorn==0.54.0"]  # fmt: skip
+WHEELS = [
+    "annotated_types==0.8.0",
+    "pydantic==2.14.3",
+    "pydantic_core==2.50.4",
+    "typing_inspection==0.4.5",
+    "cffi==2.1.1",
+    "pycparser==3.12",
+    "colorlog==6.12.0",
+    "cryptography==50.0.2",
+    "datasets==4.8.4",
+    "dill==0.4.1",
+    "multiprocess==0.70.19",
+    "docstring_parser==0.18.0",
+    "editdistance==0.8.1",
+    "evalscope==1.14.1",
+    "fastapi==0.165.0",
+    "filetype==1.2.0",
+    "httpx2==2.16.2",
+    "httpcore2==2.16.2",
+    "jsonlines==4.0.0",
+    "jsonschema==4.26.0",
+    "jsonschema_specifications==2025.9.1",
+    "referencing==0.37.0",
+    "rpds_py==2026.9.1",
+    "modelscope==1.40.2",
+    "modelscope_hub==0.5.1",
+    "openai==3.54.0",
+    "jiter==0.19.0",
+    "distro==1.9.0",
+    "opentelemetry_api==1.45.2",
+    "plotly==7.1.0",
+    "sniffio==1.3.1",
+    "sse_starlette==3.7.0",
+    "starlette==1.10.0",
+    "uvicorn==0.54.0",
+]
 
 
 # ---- here: what travels ----------------------------------------------------------------------------
@@ -390,7 +430,7 @@ def spec_for(st: Stages, qtype: str, capped: bool = False) -> dict[str, Any]:
     return {
         "model": {"path": str(st.work / f"model-{qtype.lower()}.gguf"), "tokenizer": str(st.work / "hf")},
         "engine": {"name": "llamacpp", "servedModelName": name, "maxModelLen": a.slots * a.slot_context, "port": a.port,
-                   "llamacpp": {"gpuLayers": 99, "parallelSlots": a.slots}},
+                   "llamacpp": {"gpuLayers": 99, "parallelSlots": a.slots}, "extraArgs": list(a.server_arg)},
         "load": {"parallel": a.parallel, "number": a.number, "minPromptLength": a.prompt, "maxPromptLength": a.prompt,
                  "prefixLength": 0, "maxTokens": a.output, "minTokens": a.output, "ignoreEos": True,
                  "tokenizerPath": str(st.work / "hf"), "warmupRequests": 2, "pointTimeoutSeconds": a.point_timeout},
@@ -596,6 +636,8 @@ def main() -> int:
     d.add_argument("--harness-estimate", type=float, default=150)
     d.add_argument("--harness-concurrency", type=int, nargs="+", default=[1, 8, 32, 256])
     d.add_argument("--no-harness", action="store_true")
+    d.add_argument("--server-arg", action="append", default=[],
+                   help="engine.extraArgs (repeat; e.g. --server-arg=--no-cache-idle-slots, see docs/measurement.md)")  # fmt: skip
     d.add_argument(
         "--capped", action="store_true", help="last, if time is left: IQ4_XS with one slot at c=1, 4"
     )
