@@ -3,8 +3,8 @@
 Runs the product path, `servelab run`, on the tiny model with llama.cpp (llama-server on CPU): a
 ServeBenchmark with the write-ups' sweep shape scaled down (their sweep is 5 points at concurrency
 1..100; here `--parallel`, default 1 2 4, sized to fit llama-server's slots on 2 cores), each point's
-request count sized so the point runs about `--seconds` (default 60; sized from a calibration against
-llama-server first). It prints, from the run's status.timing, the seconds the server was held, the
+request count sized so the point runs at least `--seconds` (default 60; sized from a calibration against
+llama-server first, with a margin: the machine's load moves). It prints, from the run's status.timing, the seconds the server was held, the
 seconds of measured load and their ratio, for:
 
 - after: this checkout (one client process for the whole sweep, one warm-up, started with the server);
@@ -41,6 +41,10 @@ from servelab_dev.tinymodel import ensure_tiny_gguf, ensure_tiny_model
 
 # the last commit whose plan ran one step (one client process) per load point
 BEFORE = "8f39b65"
+CALIBRATION_SECONDS = 8.0
+# requests per point: calibrated rate x seconds x this margin, so that points run at least --seconds on a
+# machine whose load moves between the calibration and the run
+MARGIN = 1.3
 
 
 def spec(gguf: Path, tokenizer: Path, parallel: list[int], number: list[int], args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
@@ -82,14 +86,21 @@ def calibrate(gguf: Path, parallel: list[int], args: argparse.Namespace) -> list
 
         one()
         rates = []
-        for p in parallel:
+        for p in parallel:  # each concurrency for CALIBRATION_SECONDS (the machine's load moves)
+            done: list[int] = []
             t0 = time.monotonic()
-            threads = [threading.Thread(target=lambda: [one() for _ in range(3)]) for _ in range(p)]
+
+            def loop(t0: float, done: list[int]) -> None:
+                while time.monotonic() - t0 < CALIBRATION_SECONDS:
+                    one()
+                    done.append(1)
+
+            threads = [threading.Thread(target=loop, args=(t0, done)) for _ in range(p)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-            rates.append(p * 3 / (time.monotonic() - t0))
+            rates.append(len(done) / (time.monotonic() - t0))
         return rates
     finally:
         proc.terminate()
@@ -140,7 +151,7 @@ def main() -> int:
     gguf = ensure_tiny_gguf()
     envs.ensure_env("evalscope")
     rates = calibrate(gguf, args.parallel, args)
-    number = [max(1, math.ceil(args.seconds * r)) for r in rates]
+    number = [max(1, math.ceil(args.seconds * r * MARGIN)) for r in rates]
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print(f"sweep: parallel {args.parallel}, number {number} (calibrated {', '.join(f'{r:.1f}' for r in rates)} "
           f"req/s; ~{args.seconds:g}s per point), {args.prompt_tokens} prompt / {args.max_tokens} output tokens")  # fmt: skip

@@ -94,7 +94,7 @@ class PointSession:
                 assert self.proc.stdin is not None
                 self.proc.stdin.close()
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=2)  # its interpreter's teardown is not worth waiting for
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

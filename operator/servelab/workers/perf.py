@@ -378,6 +378,7 @@ def run_sweep(
     gauge_names = set(adapter.metric_names.running + adapter.metric_names.waiting) if adapter else set()
     sample_gauges = bool(metrics_url and first and gauge_names & first.keys())
     resume = bool(getattr(args, "resume", False))
+    given = session
     key = sweep_key(args)
     # what an interrupted run of this sweep published (locally its result file, in a cluster its result
     # ConfigMap: what survives a new pod) is kept; a fresh run has no result yet (its executor clears it)
@@ -592,7 +593,7 @@ def run_sweep(
         )
         if publish is not None and i + 1 < len(args.parallel):  # a partial result after each point
             publish({**sweep_result(), "partial": True})
-    if session is not None:
+    if session is not None and session is not given:  # the caller closes its own, after publishing
         session.close()
     return sweep_result()
 
@@ -671,11 +672,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_sweep(args, publish=sink.publish if args.resume else None, published=published,
                            session=session)  # fmt: skip
+        result["durationSeconds"] = round(time.monotonic() - started, 3)
+        sink.publish(result)  # before the client process is stopped: the server is released on this
     finally:
         if session is not None:
             session.close()
-    result["durationSeconds"] = round(time.monotonic() - started, 3)
-    sink.publish(result)
     print(format_table(result["points"]))
     for p in result["points"]:
         if p.get("labelReason"):
