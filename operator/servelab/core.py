@@ -518,7 +518,8 @@ def _teardown(spec: ServeBenchmarkSpec, phase: str) -> bool:
 
 def _timing(status: ServeBenchmarkStatus, obs: Observed, released: bool, endpoint: bool) -> None:
     """Server time held so far (to now, or to its release) against the load measured in it."""
-    measured = round(sum(r.duration_seconds or 0.0 for r in status.results), 3)
+    # only valid points measured anything: a point whose requests all timed out held the server for nothing
+    measured = round(sum(r.duration_seconds or 0.0 for r in status.results if r.valid), 3)
     if endpoint:
         status.timing = Timing(measured_seconds=measured,
                                note="an existing endpoint: no server held, no duty cycle")  # fmt: skip

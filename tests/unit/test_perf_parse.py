@@ -117,6 +117,13 @@ def test_validity_rules() -> None:
     assert perf.judge(failed, 2, _args(), None, 0) == ["success rate 0.000 (0/2) below 1"]
 
 
+def test_a_point_where_no_request_finished_has_no_label() -> None:
+    assert perf.labelled(parse_point_dir(FAILED), "ok", None) == (None, None)
+    assert perf.labelled(None, "ok", None) == (None, None)
+    ok = figures_from_db(OK / "benchmark_data.db")
+    assert perf.labelled(ok, "server-capped", "llama-server -np 1") == ("server-capped", "llama-server -np 1")
+
+
 def test_old_summary_keys_are_seconds() -> None:
     # evalscope 1.0 - 1.6 names and units (seconds)
     old = {

@@ -467,6 +467,19 @@ def test_duty_cycle_is_measured_load_over_the_time_the_server_was_held() -> None
     assert (t.server_held_seconds, t.measured_seconds, t.duty_cycle) == (100.0, 60.0, 0.6)
 
 
+def test_an_invalid_point_is_not_measured_load() -> None:
+    """A point whose requests all timed out held the server without measuring: not counted as load."""
+    created = run(sb()).status.to_wire()
+    ready = ServerState(exists=True, ready=True)
+    s1 = run(sb(), server=ready, status=created, now=NOW + timedelta(seconds=20)).status.to_wire()
+    rows = {"load": {"points": [{**point(1)["points"][0], "durationSeconds": 30.0},
+                                {**point(4, valid=False)["points"][0], "durationSeconds": 50.0}]}}  # fmt: skip
+    jobs = {k: JobState(k, succeeded=True) for k in rows}
+    done = run(sb(), server=ready, jobs=jobs, results=rows, status=s1, now=NOW + timedelta(seconds=100))
+    t = done.status.timing
+    assert (t.server_held_seconds, t.measured_seconds, t.duty_cycle) == (100.0, 30.0, 0.3)
+
+
 def test_a_client_that_cannot_start_fails_the_run_with_no_server() -> None:
     started = run(sb(), results={}).status.to_wire()
     d = run(sb(), results={}, jobs={"load": JobState("j", failed=True, message="BackoffLimitExceeded")},

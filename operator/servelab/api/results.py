@@ -113,7 +113,7 @@ class LoadPointResult(ApiModel):
         None,
         description="What limited the point: ok, client-bound (the load client at its own limit), "
         "server-capped (the server serves fewer requests at a time than the concurrency), saturated "
-        "(more concurrency, no more throughput).",
+        "(more concurrency, no more throughput). None when no request of the point finished.",
     )
     label_reason: str | None = Field(None, description="The figures behind the label.")
     client_cpu: float | None = Field(

@@ -453,7 +453,10 @@ class Timing(ApiModel):
     server_ready_at: str | None = Field(None, description="When it first answered its health check.")
     server_released_at: str | None = Field(None, description="When it was deleted (or the run ended).")
     server_held_seconds: float | None = Field(None, description="Created to released (or to now).")
-    measured_seconds: float | None = Field(None, description="Sum of the load points' measured durations.")
+    measured_seconds: float | None = Field(
+        None,
+        description="Sum of the valid load points' measured durations (an invalid point measured nothing).",
+    )
     duty_cycle: float | None = Field(
         None, description="measuredSeconds / serverHeldSeconds: the share of the GPU time spent measuring."
     )

@@ -288,6 +288,14 @@ def label(h: Headroom, parallel: int, gauges: bool) -> tuple[str, str | None]:
     return "ok", None
 
 
+def labelled(figures: PointFigures | None, label: str, reason: str | None) -> tuple[str | None, str | None]:
+    """A point's label and its reason; none when no request finished (nothing measured to label: a point
+    whose every request timed out is not "ok")."""
+    if figures is None or not figures.succeeded:
+        return None, None
+    return label, reason
+
+
 def judge(
     figures: PointFigures | None,
     requested: int,
@@ -485,10 +493,7 @@ def run_sweep(
         spread, unstable_reason = (
             point_spread(measured, args.max_relative_spread) if repetitions > 1 and measured else (None, None)
         )
-        point_label: str | None
-        point_label, label_reason = chosen.label, chosen.reason
-        if figures is None:
-            point_label, label_reason = None, None
+        point_label, label_reason = labelled(figures, chosen.label, chosen.reason)
         bound = label_reason if point_label == "client-bound" else None
         requested = number * repetitions
         reasons = judge(figures, requested, args, model_problem, rc, bound)
