@@ -135,3 +135,44 @@ def test_a_quantjob_converts_a_modelscope_repository_from_the_cache(tmp_path: Pa
     ).is_file()
     report = json.loads((runs / "quantjob-ms-q" / "quantize.model.report.json").read_text())
     assert report["bytes"] == sum(p.stat().st_size for p in snapshot.iterdir())
+
+
+def test_transformers_serves_a_modelscope_repository_from_the_cache(tmp_path: Path) -> None:
+    """`transformers serve` of a whole ModelScope repository (the tiny HF model in ModelScope's cache
+    layout, legacy `models/<owner>/<name>` form that modelscope still reads), linked by the model step and
+    swept by evalscope: one real point, and the model's size on disk in status."""
+    from servelab.toolchain import envs
+    from servelab_dev.tinymodel import ensure_tiny_model
+
+    for name in ("transformers", "evalscope"):
+        envs.ensure_env(name)
+    tiny = ensure_tiny_model()
+    cache = tmp_path / "modelscope"
+    snapshot = cache / "models" / "servelab" / "tiny-qwen3"  # snapshot_download's pre-1.38 layout
+    snapshot.mkdir(parents=True)
+    for f in tiny.iterdir():
+        if f.is_file():
+            shutil.copy(f, snapshot / f.name)
+    doc = {"apiVersion": "servelab.dev/v1alpha1", "kind": "ServeBenchmark", "metadata": {"name": "ms-hf"},
+           "spec": {"model": {"modelScope": {"id": "servelab/tiny-qwen3"}},
+                    "engine": {"name": "transformers", "transformers": {"device": "cpu"}},
+                    "load": {"parallel": [1], "number": [2], "minPromptLength": 16, "maxPromptLength": 16,
+                             "maxTokens": 8, "pointTimeoutSeconds": 600},
+                    "timeouts": {"serverReadySeconds": 900}}}  # fmt: skip
+    f = tmp_path / "m.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    runs = tmp_path / "runs"
+    env = {**os.environ, "MODELSCOPE_CACHE": str(cache)}
+    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
+                          capture_output=True, text=True, timeout=2400, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    status = yaml.safe_load((runs / "servebenchmark-ms-hf" / "status.yaml").read_text())["status"]
+    link = runs.resolve() / "pvc" / ".modelscope" / "repos" / "servelab" / "tiny-qwen3"
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert status["provenance"]["command"][:3] == ["transformers", "serve", str(link)]
+    assert link.resolve() == snapshot.resolve()
+    (row,) = status["results"]
+    assert row["valid"] and row["outputTokensPerSecond"] > 0
+    fp = status["footprint"]
+    assert fp["modelBytes"] == sum(p.stat().st_size for p in snapshot.iterdir()) and fp["loadSeconds"] > 0
+    assert "gpuMemoryBytes" not in fp  # transformers serve logs no memory figure
