@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -396,3 +398,76 @@ def test_servelab_run_and_report_show_the_footprint_with_its_sources() -> None:
     out = report_render.text(doc)
     assert "Model load, size and memory" in out and "16.00 GiB" in out and "5.00 MiB" in out
     assert [row[0].text for row in table.rows] == ["a", "b"]
+
+
+# ---- servelab run: the model step before the server, the footprint when it answers ---------------------------
+class _Toolchain:
+    """Scripts for the model step and the server (everything else is the real local executor)."""
+
+    def __init__(self, model_rc: int, tmp: Path) -> None:
+        self.model_rc, self.tmp, self.servers = model_rc, tmp, 0
+
+    def worker_argv(self, step: Any) -> tuple[list[str], dict[str, str]]:
+        assert step.id == "model"
+        script = f"import os, sys; open(os.environ['SERVELAB_RESULT_SINK'][5:], 'w').write('{{\"bytes\": 7, \"source\": \"du of x\"}}'); print('cannot download'); sys.exit({self.model_rc})"
+        return [sys.executable, "-c", script], dict(os.environ)
+
+    def server_argv(self, engine: str, command: list[str]) -> tuple[list[str], dict[str, str]]:
+        self.servers += 1
+        port = command[command.index("--port") + 1]
+        serve = ("import http.server, sys\nclass H(http.server.BaseHTTPRequestHandler):\n"
+                 "    def do_GET(self):\n        self.send_response(200); self.end_headers()\n"
+                 "    def log_message(self, *a): pass\n"
+                 "print('load_tensors:        CUDA0 model buffer size =  1024.00 MiB', flush=True)\n"
+                 f"http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n")  # fmt: skip
+        return [sys.executable, "-c", serve], dict(os.environ)
+
+
+def _local_run(tmp: Path, model_rc: int, steps: bool) -> tuple[Any, _Toolchain]:
+    from servelab.local.executor import LocalExecutor
+    from servelab.manifests import Resource
+
+    tool = _Toolchain(model_rc, tmp)
+    body = {"apiVersion": "servelab.dev/v1alpha1", "kind": "ServeBenchmark", "metadata": {"name": "fp"},
+            "spec": {"model": {"path": str(tmp / "m.gguf")}, "engine": {"name": "llamacpp"},
+                     "contextSweep": SWEEP, "timeouts": {"serverReadySeconds": 30}}}  # fmt: skip
+    ex = LocalExecutor(runs_dir=tmp / "runs", log=lambda _: None, toolchain=tool, tick_seconds=0.05)  # type: ignore[arg-type]
+    if steps:  # stop once the footprint is written: it is what is checked (no step runs)
+        write = ex._write
+
+        def written(owner: Any, body: Any, status: dict[str, Any]) -> None:
+            write(owner, body, status)
+            if "footprint" in status:
+                raise KeyboardInterrupt
+
+        def idle(step: Any, d: Path) -> Any:  # the sweep's step: a process that waits (stopped at the end)
+            from servelab.local.executor import _Step
+
+            proc = ex.procs.spawn(
+                [sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), d / "idle.log"
+            )
+            return _Step(step, proc, 0.0, d / "idle.log")
+
+        ex._write = written  # type: ignore[method-assign]
+        ex._start_step = idle  # type: ignore[method-assign]
+    try:
+        status = ex.run(Resource("ServeBenchmark", "fp", None, body, "test"))
+    except KeyboardInterrupt:
+        status = None
+    finally:
+        ex.stop_all()
+    return status, tool
+
+
+def test_servelab_run_fails_the_server_when_its_model_step_fails(tmp_path: Path) -> None:
+    status, tool = _local_run(tmp_path, model_rc=3, steps=False)
+    assert status.phase == "Failed" and tool.servers == 0  # the server never started
+    assert "measure the model exited with code 3" in status.message and "cannot download" in status.message
+
+
+def test_servelab_run_records_the_footprint_when_the_server_answers(tmp_path: Path) -> None:
+    _local_run(tmp_path, model_rc=0, steps=True)
+    stored = json.loads((tmp_path / "runs" / "servebenchmark-fp" / "status.json").read_text())["status"]
+    fp = stored["footprint"]
+    assert fp["modelBytes"] == 7 and fp["modelBytesSource"] == "du of x" and fp["loadSeconds"] >= 0
+    assert fp["gpuMemoryBytes"] == 1 << 30 and "CUDA0 model buffer 1024.00 MiB" in fp["gpuMemorySource"]
