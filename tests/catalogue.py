@@ -228,6 +228,13 @@ INVALID: list[Case] = [
         "spec.load.maxPromptLength",
     ),
     Case("nothing-to-run", sb({"load": DELETE}), "spec"),
+    Case(  # llama-server -np 64 -c 4096: 64 tokens of context per slot (found on the H200 run)
+        "llamacpp-slot-context",
+        sb({**LLAMA, "engine": r({"name": "llamacpp", "maxModelLen": 4096, "llamacpp": {"parallelSlots": 64}}),
+            "load": {"maxPromptLength": 1024, "maxTokens": 1024}}),
+        "spec.load.maxPromptLength",
+    ),
+
     # ---- context sweep
     Case(
         "depth-beyond-context",
@@ -623,6 +630,13 @@ INVALID: list[Case] = [
 ]  # fmt: skip
 
 VALID: list[Case] = [
+    Case(  # llama-server -np 64 -c 4096 -kvu: one KV cache shared by the slots
+        "llamacpp-slot-context-unified",
+        sb({**LLAMA, "engine": r({"name": "llamacpp", "maxModelLen": 4096, "llamacpp": {"parallelSlots": 64},
+                                  "extraArgs": ["-kvu"]}),
+            "load": {"maxPromptLength": 1024, "maxTokens": 1024}}),
+        None,
+    ),
     Case("dotted-name", sb(name="qwen3.5-4b-vllm-mtp"), None),
     Case("name-253-chars", sb(name="q" * 253), None),
     Case("digit-first-name", sb(name="0-bench.1"), None),

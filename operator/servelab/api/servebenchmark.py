@@ -389,6 +389,15 @@ class ServeBenchmarkSpec(ApiModel):
          "self.load.prefixLength + self.load.maxPromptLength + self.load.maxTokens <= self.engine.maxModelLen",
          "spec.load: prefixLength + maxPromptLength + maxTokens must not exceed spec.engine.maxModelLen "
          "(every longer request would be refused by the server)", ".load.maxPromptLength"),
+        # llama-server with -np N (and no unified KV cache) splits -c between its slots
+        ("!has(self.engine.maxModelLen) || !has(self.load) || self.engine.name != 'llamacpp' || "
+         "!has(self.engine.llamacpp) || !has(self.engine.llamacpp.parallelSlots) || "
+         "(has(self.engine.extraArgs) && self.engine.extraArgs.exists(a, a == '-kvu' || a == '--kv-unified')) || "
+         "(self.load.prefixLength + self.load.maxPromptLength + self.load.maxTokens) * "
+         "self.engine.llamacpp.parallelSlots <= self.engine.maxModelLen",
+         "spec.load: with spec.engine.llamacpp.parallelSlots, llama-server gives each slot maxModelLen / "
+         "parallelSlots of context: prefixLength + maxPromptLength + maxTokens must fit in it (or pass -kvu "
+         "in spec.engine.extraArgs for one KV cache shared by the slots)", ".load.maxPromptLength"),
         ("!has(self.engine.maxModelLen) || !has(self.contextSweep) || self.contextSweep.depths.all(d, "
          "d + self.contextSweep.promptTokens + self.contextSweep.genTokens <= self.engine.maxModelLen)",
          "spec.contextSweep: each depth + promptTokens + genTokens must not exceed spec.engine.maxModelLen",
