@@ -330,6 +330,7 @@ def sb_spec() -> dict[str, Any]:
     }
 
 
+CLIENT_READY = {"kind": "perf", "partial": True, "clientReady": True, "points": []}
 RESULT = {"points": [{"concurrency": 1, "requests": 4, "succeeded": 4, "successRate": 1.0, "rps": 2.0,
                       "outputTokensPerSecond": 100.0, "avgTtftSeconds": 0.05, "p99TtftSeconds": 0.07,
                       "avgTpotSeconds": 0.01, "p99TpotSeconds": 0.012, "avgLatencySeconds": 0.5,
@@ -346,6 +347,7 @@ class Bench:
         )
         self.created: dict[str, tuple[str, float]] = {}  # name -> (uid, when the create returned)
         self.pool = concurrent.futures.ThreadPoolExecutor(8)
+        self.ready: set[str] = set()  # load Jobs whose client-ready result was published
 
     def create(self, name: str) -> None:
         body = {
@@ -371,8 +373,37 @@ class Bench:
             if not token:
                 return items
 
+    def clients_ready(self) -> None:
+        """What a sweep's worker publishes once its client process is up (the operator creates the server
+        only then): a partial result with clientReady, once per load Job whose pod runs."""
+        running = {p.metadata.labels.get("job-name") for p in self.core.list_namespaced_pod(
+            self.ns, label_selector="servelab.dev/component=worker").items if p.status.phase == "Running"}  # fmt: skip
+        jobs = [j for j in self.batch.list_namespaced_job(self.ns).items
+                if j.metadata.name in running and j.metadata.uid not in self.ready]  # fmt: skip
+        list(self.pool.map(lambda j: self.publish(j, CLIENT_READY), jobs))
+        self.ready |= {j.metadata.uid for j in jobs}
+
+    def publish(self, job: Any, result: dict[str, Any]) -> None:
+        """A step's result ConfigMap, where and how its Job's environment says (a later one replaces it)."""
+        env = {e.name: e.value for e in job.spec.template.spec.containers[0].env or [] if e.value is not None}
+        _, target = env["SERVELAB_RESULT_SINK"].split(":", 1)
+        ns, name, key = target.split("/")
+        labels = {**json.loads(env["SERVELAB_RESULT_LABELS"]), "app.kubernetes.io/managed-by": "servelab",
+                  "servelab.dev/result": "true"}  # fmt: skip
+        cm = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": name, "namespace": ns, "labels": labels,
+                           "ownerReferences": [json.loads(env["SERVELAB_OWNER_REF"])]},
+              "data": {key: json.dumps(result)}}  # fmt: skip
+        try:
+            self.core.create_namespaced_config_map(ns, cm)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            self.core.patch_namespaced_config_map(name, ns, {"data": cm["data"]})
+
     def idle(self, count: int) -> bool:
         """Every benchmark Running with its server Ready and its load Job's pod Running."""
+        self.clients_ready()
         ready = 0
         for sb in self.benchmarks():
             conds = {c["type"]: c["status"] for c in (sb.get("status") or {}).get("conditions", [])}
@@ -384,20 +415,8 @@ class Bench:
 
     def finish(self, job: Any) -> None:
         """What the worker would do: publish the step's result, then exit (KWOK completes the pod)."""
-        env = {e.name: e.value for e in job.spec.template.spec.containers[0].env or [] if e.value is not None}
-        _, target = env["SERVELAB_RESULT_SINK"].split(":", 1)
-        ns, name, key = target.split("/")
-        labels = {**json.loads(env["SERVELAB_RESULT_LABELS"]), "app.kubernetes.io/managed-by": "servelab",
-                  "servelab.dev/result": "true"}  # fmt: skip
-        cm = {"apiVersion": "v1", "kind": "ConfigMap",
-              "metadata": {"name": name, "namespace": ns, "labels": labels,
-                           "ownerReferences": [json.loads(env["SERVELAB_OWNER_REF"])]},
-              "data": {key: json.dumps(RESULT)}}  # fmt: skip
-        try:
-            self.core.create_namespaced_config_map(ns, cm)
-        except ApiException as err:
-            if err.status != 409:
-                raise
+        self.publish(job, RESULT)
+        ns = self.ns
         for pod in self.core.list_namespaced_pod(ns, label_selector=f"job-name={job.metadata.name}").items:
             self.core.patch_namespaced_pod(pod.metadata.name, ns, {"metadata": {"labels": {HOLD: "true"}}})
 
