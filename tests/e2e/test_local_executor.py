@@ -96,8 +96,8 @@ def test_run_quantjob_and_benchmark(tiny: Path, tmp_path: Path) -> None:
     ]
     assert status["scores"] and all(s["dataset"] == "general_qa" for s in status["scores"])
     assert (
-        status["summary"]["points"] == "2/2" and status["progress"]["summary"] == "5/5"
-    )  # server, 2 loads, eval, done
+        status["summary"]["points"] == "2/2" and status["progress"]["summary"] == "4/4"
+    )  # server (2), the sweep (its 2 points), eval
     q = json.loads((runs / "quantjob-q" / "status.json").read_text())["status"]
     assert q["base"]["name"] == "F16" and q["variants"][0]["name"] == "Q4_K_M"
     # the QuantJob's own task scores: F16 and Q4_K_M each served by llama-server and evaluated
