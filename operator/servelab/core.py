@@ -348,7 +348,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
             job, said = obs.jobs.get(first.id), obs.results.get(first.id)
             if job is not None and job.failed:
                 reason, message = st.step_failure(
-                    first.result, first.title, said, job.message or "job failed"
+                    first.result, _point_title(spec, status, plan), said, job.message or "job failed"
                 )
                 return _fail(d, spec, reason, message)
             if said is None:
