@@ -210,8 +210,11 @@ def test_failures_say_why_and_keep_results(
     apply(
         kube, namespace, "QuantJob", "tiny-gguf", gguf_quantjob(toolchain["model"], data, tmp_path / "gguf")
     )
+    # (with spec.engine.maxModelLen this is refused at admission; a context set through extraArgs is not
+    # read, so the server is the one to refuse every request)
     small = llamacpp_bench()
-    small["engine"]["maxModelLen"] = 512  # llama-server's minimum: 256 tokens per slot ...
+    del small["engine"]["maxModelLen"]
+    small["engine"]["extraArgs"] = ["-t", "1", "-c", "512"]  # llama-server's minimum: 256 tokens per slot ...
     small["load"].update(minPromptLength=400, maxPromptLength=400)  # ... for 400-token prompts
     apply(kube, namespace, "ServeBenchmark", "ctx-too-small", small)
     sb = finished(kube, namespace, "ServeBenchmark", "ctx-too-small")
