@@ -132,3 +132,31 @@ def test_a_server_pod_disrupted_by_the_cluster_is_not_a_failed_server(kube: Any)
     cache._upsert("Deployment", {"kind": "Deployment", "metadata": meta(OWNER.child("server"), component="server"),
                                  "status": {"conditions": [quota]}})  # fmt: skip
     assert "exceeded quota" in (kube.observe_cached(OWNER, {})[0].server.failed or "")
+
+
+def test_rbac_rendered_again_is_not_created_again(kube: Any) -> None:
+    """The sweep's client Job and then its server both render the worker's ServiceAccount, Role and
+    RoleBinding: one create each reaches the apiserver (the second decision's would only get a 409)."""
+    calls: list[str] = []
+
+    class Resp:
+        def __init__(self, obj: dict[str, Any]) -> None:
+            self.data = json.dumps(obj)
+
+    def create(kind: str) -> Any:
+        return lambda ns, obj, **_: calls.append(f"{kind} {obj['metadata']['name']}") or Resp(obj)
+
+    kube.core.create_namespaced_service_account = create("ServiceAccount")
+    kube.rbac.create_namespaced_role = create("Role")
+    kube.rbac.create_namespaced_role_binding = create("RoleBinding")
+    kube.batch.create_namespaced_job = create("Job")
+    rbac = [{"kind": k, "metadata": meta("sb-g1-worker")} for k in ("ServiceAccount", "Role", "RoleBinding")]
+    assert [kube._create(o) for o in [*rbac, job("load")]] == [True] * 4
+    assert [kube._create(o) for o in rbac] == [False] * 3  # with the server, a decision later
+    assert calls == ["ServiceAccount sb-g1-worker", "Role sb-g1-worker", "RoleBinding sb-g1-worker",
+                     f"Job {OWNER.child('load')}"]  # fmt: skip
+    other = {
+        "kind": "ServiceAccount",
+        "metadata": {**meta("sb-g1-worker"), "ownerReferences": [{"uid": "uid-2"}]},
+    }
+    assert kube._create(other) is True  # another owner's (a recreated resource of the same name)

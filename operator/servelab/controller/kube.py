@@ -13,6 +13,7 @@ exists, whatever the watch has delivered yet), so a reconcile right after never 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import json
@@ -51,6 +52,9 @@ PERMANENT_REFUSALS = (
     "forbidden: maximum",
     "forbidden: minimum",
 )
+
+
+MADE_CAP = 30_000  # RBAC objects remembered as made (3 per run; the oldest are forgotten first)
 
 
 class ChildRefused(Exception):
@@ -573,6 +577,10 @@ class Kube:
         self.cache = ChildCache(self.watch_api, settings, on_change or (lambda uid: None))
         self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="servelab-api")
         self._nodes: dict[str, NodeLabels] = {}
+        # RBAC objects this process created or found (not watched): a later decision that renders them
+        # again (the sweep's client first, then its server) sends no second create
+        self._made: collections.OrderedDict[tuple[str, str, str, str], None] = collections.OrderedDict()
+        self._made_lock = threading.Lock()
 
     def close(self) -> None:
         self.cache.stop()
@@ -702,6 +710,22 @@ class Kube:
     def _create(self, obj: Obj) -> bool:
         ns = obj["metadata"]["namespace"]
         kind = obj["kind"]
+        made = None
+        if kind in ("ServiceAccount", "Role", "RoleBinding"):
+            owners = obj["metadata"].get("ownerReferences") or [{}]
+            made = (kind, ns, obj["metadata"]["name"], str(owners[0].get("uid", "")))
+            with self._made_lock:
+                if made in self._made:
+                    return False
+        made_now = self._create_call(obj, ns, kind)
+        if made is not None:
+            with self._made_lock:
+                self._made[made] = None
+                while len(self._made) > MADE_CAP:
+                    self._made.popitem(last=False)
+        return made_now
+
+    def _create_call(self, obj: Obj, ns: str, kind: str) -> bool:
         raw = {"_preload_content": False}
         fns: dict[str, Callable[[], Any]] = {
             "Deployment": lambda: self.apps.create_namespaced_deployment(ns, obj, **raw),
