@@ -157,7 +157,8 @@ def test_perf_sweep(perf_run: tuple[dict[str, Any], Path]) -> None:
         assert abs(p["avgInputTokens"] - PROMPT_TOKENS) <= 1
         # throughput figures are consistent with each other
         assert p["outputTokensPerSecond"] == pytest.approx(p["rps"] * MAX_TOKENS, rel=1e-6)
-        detail = json.loads((out / "points" / f"p{p['concurrency']}-n{p['requests']}.json").read_text())
+        (path,) = (out / "points").glob(f"*-p{p['concurrency']}-n{p['requests']}.json")  # <index>-p<c>-n<n>
+        detail = json.loads(path.read_text())
         # evalscope's own summary agrees with the figures recomputed from its database
         # (a point shorter than the CPU sampler's window says so instead of guessing the client's CPU)
         assert [w for w in detail["warnings"] if not w.startswith("client CPU not measured")] == []
