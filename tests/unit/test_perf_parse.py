@@ -208,3 +208,36 @@ def test_evalscope_db_schema_is_what_we_read() -> None:
         "completion_tokens",
     ):
         assert col in cols
+
+
+def test_a_server_is_ready_for_load_once_it_lists_a_model() -> None:
+    """Ollama answers /v1/models with `"data": null` until `ollama create` has made its model: the sweep's
+    client, started before the server, must not begin measuring then (its model check would fail)."""
+    import http.server
+    import threading
+
+    from servelab.workers.common import served_models, wait_ready
+
+    bodies = [b'{"object": "list", "data": null}'] * 3 + [
+        b'{"object": "list", "data": [{"id": "tiny:latest"}]}'
+    ]
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = bodies.pop(0) if len(bodies) > 1 else bodies[0]
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    root = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        assert served_models(root) == []  # null is no model, not a crash
+        waited = wait_ready(root, 30)
+        assert 1.5 <= waited < 30 and served_models(root) == ["tiny:latest"]
+    finally:
+        srv.shutdown()

@@ -228,9 +228,11 @@ SERVER = textwrap.dedent("""
     if mode == "crash":
         sys.exit(1)
     class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
+        def do_GET(self):  # a loaded server lists its model
             self.send_response(200 if mode == "ok" else 503)
             self.end_headers()
+            if mode == "ok" and self.path == "/v1/models":
+                self.wfile.write(b'{"data": [{"id": "m"}]}')
         def log_message(self, *a):
             pass
     http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()

@@ -122,9 +122,12 @@ def served_models(base_url: str, timeout: float = 10.0) -> list[str] | None:
         data = json.loads(body)
     except ValueError:
         return None
-    ids = [str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict)]
+    if not isinstance(data, dict):
+        return None
+    # Ollama answers `"data": null` until its first model is created
+    ids = [str(m.get("id")) for m in data.get("data") or [] if isinstance(m, dict)]
     # llama-server also lists aliases under "models"
-    ids += [str(m.get("name") or m.get("model")) for m in data.get("models", []) if isinstance(m, dict)]
+    ids += [str(m.get("name") or m.get("model")) for m in data.get("models") or [] if isinstance(m, dict)]
     return ids
 
 
@@ -169,12 +172,12 @@ def warm_up(url: str, model: str, count: int, timeout: float) -> int:
 
 
 def wait_ready(root: str, timeout: float) -> float:
-    """Poll `<root>/v1/models` until it answers 200 (a server still loading, an endpoint starting up), at
-    most `timeout` seconds; return the seconds waited."""
+    """Poll `<root>/v1/models` until it lists a model (a server still loading, an endpoint starting up;
+    Ollama answers with an empty list before its model is created), at most `timeout` seconds; return
+    the seconds waited."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        status, _ = http_get(root.rstrip("/") + "/v1/models", 5.0)
-        if status == 200:
+        if served_models(root, 5.0):
             break
         time.sleep(1.0)
     return time.monotonic() - started
