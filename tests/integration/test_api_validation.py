@@ -89,7 +89,8 @@ BAD = [
     ("prompt-range", _sb(load={"parallel": [1], "number": [1], "minPromptLength": 2048, "maxPromptLength": 1024}),
      ["spec.load.minPromptLength", "must not exceed spec.load.maxPromptLength"]),
     ("nothing-to-run", _obj("ServeBenchmark", "bad", {"model": {"path": "/m"}, "engine": {"name": "vllm"}}),
-     ["set at least one of spec.load, spec.contextSweep, spec.llamaBench or spec.evaluations"]),
+     ["set at least one of spec.load, spec.contextSweep, spec.llamaBench, spec.llamaBenchy, "
+      "spec.offlineThroughput or spec.evaluations"]),
     ("unknown-field", _sb(engine={"name": "vllm", "tensorParalelSize": 2}),
      ['unknown field "spec.engine.tensorParalelSize"']),
     ("gguf-options-on-gptq", _qj(gguf={"variants": [{"type": "IQ4_XS"}]}),
