@@ -3,10 +3,14 @@ server, unschedulable and never-ready servers, a missing QuantJob, deletion clea
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 from operator_fixtures import RunningOperator
 
 from servelab import GROUP, VERSION
@@ -14,6 +18,43 @@ from servelab.names import child_name
 from servelab_dev.kubelet import wait_for
 
 pytestmark = pytest.mark.integration
+CLIENT_READY = {"kind": "perf", "partial": True, "clientReady": True, "points": []}
+
+
+@pytest.fixture(autouse=True)
+def clients_ready(kube: client.ApiClient, namespace: str) -> Iterator[None]:
+    """What a sweep's worker publishes once its client process is up (the operator creates the server only
+    then; kwok runs no worker here): the client-ready result, where its Job's environment says."""
+    batch, core, done, stop = client.BatchV1Api(kube), client.CoreV1Api(kube), set(), threading.Event()
+
+    def publish() -> None:
+        while not stop.wait(0.3):
+            try:
+                jobs = batch.list_namespaced_job(namespace, label_selector=f"{GROUP}/step=load").items
+            except ApiException:
+                continue
+            for job in jobs:
+                if job.metadata.uid in done:
+                    continue
+                env = {e.name: e.value for e in job.spec.template.spec.containers[0].env or [] if e.value}
+                ns, name, key = env["SERVELAB_RESULT_SINK"].removeprefix("configmap:").split("/")
+                cm = client.V1ConfigMap(
+                    metadata=client.V1ObjectMeta(name=name, namespace=ns, labels=json.loads(env["SERVELAB_RESULT_LABELS"]),
+                                                 owner_references=[json.loads(env["SERVELAB_OWNER_REF"])]),
+                    data={key: json.dumps(CLIENT_READY)},
+                )  # fmt: skip
+                try:
+                    core.create_namespaced_config_map(ns, cm)
+                except ApiException as err:
+                    if err.status not in (404, 409):
+                        raise
+                done.add(job.metadata.uid)
+
+    thread = threading.Thread(target=publish, name="clients-ready", daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(5)
 
 
 def create_sb(kube: client.ApiClient, ns: str, name: str, spec: dict[str, Any]) -> None:
