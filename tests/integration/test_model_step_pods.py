@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from servelab import core
 from servelab.api.quantjob import QuantJobSpec
@@ -18,6 +19,7 @@ from servelab.controller import render
 from servelab.controller.kube import cluster_site
 from servelab.controller.settings import Settings
 from servelab.core import Observed, Owner, ServerState
+from servelab_dev.kubelet import wait_for
 
 pytestmark = pytest.mark.integration
 SETTINGS = Settings()
@@ -48,6 +50,17 @@ def quantjob_objects(ns: str) -> list[dict[str, Any]]:
     return render.decision_objects(owner, spec, d, SETTINGS)[0]
 
 
+def _dry_run_pod(core_v1: client.CoreV1Api, ns: str, pod: dict[str, Any]) -> Any:
+    """The pod, dry-run created; None while the ServiceAccount admission has not yet seen the
+    ServiceAccount just created (its informer lags on a busy machine)."""
+    try:
+        return core_v1.create_namespaced_pod(ns, pod, dry_run="All")
+    except ApiException as err:
+        if err.status == 403 and "serviceaccount" in str(err.body) and "not found" in str(err.body):
+            return None
+        raise
+
+
 def admit(kube: client.ApiClient, ns: str, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Create the RBAC objects, the rest dry-run, and every pod template as a Pod (dry-run); the pod specs."""
     api = kube.sanitize_for_serialization
@@ -71,7 +84,8 @@ def admit(kube: client.ApiClient, ns: str, objs: list[dict[str, Any]]) -> list[d
             template = obj["spec"]["template"]
             pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{obj['metadata']['name']}-x",
                    "labels": template["metadata"]["labels"]}, "spec": template["spec"]}  # fmt: skip
-            created = core_v1.create_namespaced_pod(ns, pod, dry_run="All")
+            created = wait_for(lambda pod=pod: _dry_run_pod(core_v1, ns, pod), 30,
+                               f"{pod['metadata']['name']} admitted once its ServiceAccount is seen")  # fmt: skip
             pods.append(api(created)["spec"])
     return pods
 
