@@ -241,3 +241,31 @@ def test_a_server_is_ready_for_load_once_it_lists_a_model() -> None:
         assert 1.5 <= waited < 30 and served_models(root) == ["tiny:latest"]
     finally:
         srv.shutdown()
+
+
+def test_wait_ready_for_a_server_that_does_not_list_its_model() -> None:
+    """`transformers serve` lists its Hub cache, not the model it is pinned to (often an empty list):
+    its first answer is ready; waiting for a listed model would hold the sweep until the timeout (CI hit
+    that: 900 s). A server that lists its model is still waited for while its list is empty."""
+    import http.server
+    import threading
+
+    from servelab.workers.common import wait_ready
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"object": "list", "data": []}')
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    root = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        assert wait_ready(root, 30, lists_model=False) < 1.0
+        assert wait_ready(root, 2.5, lists_model=True) >= 2.5
+    finally:
+        srv.shutdown()

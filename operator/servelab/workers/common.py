@@ -171,13 +171,15 @@ def warm_up(url: str, model: str, count: int, timeout: float) -> int:
     return ok
 
 
-def wait_ready(root: str, timeout: float) -> float:
-    """Poll `<root>/v1/models` until it lists a model (a server still loading, an endpoint starting up;
-    Ollama answers with an empty list before its model is created), at most `timeout` seconds; return
-    the seconds waited."""
+def wait_ready(root: str, timeout: float, lists_model: bool = True) -> float:
+    """Poll `<root>/v1/models` until the server answers it and, where the server lists the model it
+    serves (`lists_model`), until it lists one (a server still loading, an endpoint starting up; Ollama
+    answers with an empty list before its model is created; `transformers serve` lists its Hub cache,
+    not its model, so only its answer counts), at most `timeout` seconds; return the seconds waited."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        if served_models(root, 5.0):
+        served = served_models(root, 5.0)
+        if served is not None and (served or not lists_model):
             break
         time.sleep(1.0)
     return time.monotonic() - started
