@@ -537,6 +537,9 @@ def _get(url: str) -> Any:
 def harness(st: Stages) -> None:
     cmd = [sys.executable, str(REPO / "bench" / "harness.py"), "--generators", "evalscope",
            "--concurrency", *map(str, st.args.harness_concurrency)]  # fmt: skip
+    if st.args.harness_shards:  # the ceiling with k client processes per point (spec.load.clientShards)
+        cmd += ["--shards", *map(str, st.args.harness_shards), "--json", str(st.args.out / "harness.json")]
+        st.args.out.mkdir(parents=True, exist_ok=True)
     text = st.run(cmd, "harness.log", env=environ(), timeout=max(st.args.budget - st.elapsed(), 60))
     st.summary["harness"] = text[text.find("machine:") :] if "machine:" in text else text[-6000:]
 
@@ -583,6 +586,13 @@ def device(args: argparse.Namespace) -> int:
         f"work {args.work}, cache {os.environ.get('SERVELAB_CACHE', '~/.cache/servelab')}, budget {args.budget}s"
     )
     st.stage("setup", 30, setup, st)
+    if args.only_harness:  # the client's ceiling alone: no build, no model
+        st.stage("harness", args.harness_estimate, harness, st)
+        st.save()
+        args.out.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(st.summary_path, args.out / "summary.json")
+        print(markdown(st.summary))
+        return 0
     proc = None if (st.done / "build").is_file() else start_build(st)
     st.stage("model", 150, make_model, st)
     st.stage("convert", 150, convert, st)
@@ -636,6 +646,9 @@ def main() -> int:
     d.add_argument("--harness-estimate", type=float, default=150)
     d.add_argument("--harness-concurrency", type=int, nargs="+", default=[1, 8, 32, 256])
     d.add_argument("--no-harness", action="store_true")
+    d.add_argument("--only-harness", action="store_true", help="set up, then run the harness alone")
+    d.add_argument("--harness-shards", type=int, nargs="+", default=[],
+                   help="bench/harness.py --shards: evalscope with k client processes per point too")  # fmt: skip
     d.add_argument("--server-arg", action="append", default=[],
                    help="engine.extraArgs (repeat; e.g. --server-arg=--no-cache-idle-slots, see docs/measurement.md)")  # fmt: skip
     d.add_argument(

@@ -9,7 +9,9 @@ server's CPU during each point and a compiled reference client (zeroserver load)
 is not the limit.
 
 Prints figures; asserts nothing. Run: .venv/bin/python bench/harness.py [--generators evalscope vllm-bench]
-[--concurrency 1 8 32 256] [--write] (--write stores the ceilings in servelab/data/loadgen-ceilings.json).
+[--concurrency 1 8 32 256] [--write] [--shards 2 4 8] [--json FILE] (--write stores the ceilings in
+servelab/data/loadgen-ceilings.json; --shards also runs evalscope with k client processes per point,
+`spec.load.clientShards`, and prints how the ceiling grows with k).
 """
 
 from __future__ import annotations
@@ -52,18 +54,23 @@ def requests_for(c: int, seconds_target: float = 3.0, guess_tps: float = 30000.0
     return max(4 * c, int(seconds_target * guess_tps / OUTPUT), 20)
 
 
-def run_generator(name: str, concurrency: list[int], tokenizer: str) -> list[dict[str, Any]]:
+def run_generator(name: str, concurrency: list[int], tokenizer: str, shards: int = 1) -> list[dict[str, Any]]:
+    """One point per concurrency through the perf worker; with shards > 1 each point runs as that many
+    client processes (`--client-shards`, sessions as a benchmark's sweep uses them)."""
     generator = loadgen.get(name)
     rows = []
     with ZeroServer() as srv, tempfile.TemporaryDirectory(prefix=f"harness-{name}-") as tmp:
         for c in concurrency:
-            n = requests_for(c)
+            if c < shards:
+                continue
+            n = requests_for(c, guess_tps=30000.0 * shards)
             out = Path(tmp) / f"c{c}"
+            more = ["--client-shards", str(shards), "--resume"] if shards > 1 else []
             cmd = envs.worker_command(generator.image, "worker", "perf", "--url", f"{srv.url}/v1", "--model",
                                       srv.model, "--tokenizer-path", tokenizer, "--prompt-tokens", str(PROMPT),
                                       "--max-tokens", str(OUTPUT), "--parallel", str(c), "--number", str(n),
                                       "--generator", name, "--warmup-requests", "0", "--allow-client-bound",
-                                      "--out", str(out))  # fmt: skip
+                                      "--out", str(out), *more)  # fmt: skip
             cpu0 = srv.cpu_seconds()
             subprocess.run(cmd, env=envs.worker_environ(None), capture_output=True, text=True, check=False)
             server_cpu = srv.cpu_seconds() - cpu0
@@ -73,13 +80,14 @@ def run_generator(name: str, concurrency: list[int], tokenizer: str) -> list[dic
                 print(f"  {name} c={c}: no result (see {out}/logs)")
                 continue
             dur = p.get("durationSeconds") or 0.0
-            row = {"concurrency": c, "requests": n, "outputTokensPerSecond": p.get("outputTokensPerSecond"),
+            row = {"concurrency": c, "shards": shards, "requests": n,
+                   "outputTokensPerSecond": p.get("outputTokensPerSecond"),
                    "addedTtftSeconds": p.get("avgTtftSeconds"), "addedP99TtftSeconds": p.get("p99TtftSeconds"),
                    "addedTpotSeconds": p.get("avgTpotSeconds"), "clientCpu": p.get("clientCpu"),
                    "clientBusy": p.get("clientBusy"), "scheduleDelaySeconds": p.get("clientScheduleDelaySeconds"),
                    "serverCpu": round(server_cpu / dur, 3) if dur else None, "label": p.get("label")}  # fmt: skip
             rows.append(row)
-            print(f"  {name:10} c={c:<4} {fmt(row)}", flush=True)
+            print(f"  {name:10} c={c:<4} k={shards:<2} {fmt(row)}", flush=True)
     return rows
 
 
@@ -130,11 +138,33 @@ def markdown(results: dict[str, list[dict[str, Any]]], concurrency: list[int]) -
     return "\n".join(lines)
 
 
+def shard_table(one: list[dict[str, Any]], sharded: dict[int, list[dict[str, Any]]],
+                concurrency: list[int]) -> str:  # fmt: skip
+    """evalscope's ceiling with k client processes per point: output tok/s (and x one process) per
+    concurrency, the clients' CPU and the label."""
+    head = ["client processes", *(f"c={c} out tok/s" for c in concurrency), f"client CPU c={concurrency[-1]}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = {r["concurrency"]: r.get("outputTokensPerSecond") for r in one}
+    for k, rows in sorted({1: one, **sharded}.items()):
+        by = {r["concurrency"]: r for r in rows}
+        cells = []
+        for c in concurrency:
+            v = by.get(c, {}).get("outputTokensPerSecond")
+            b = base.get(c)
+            cells.append("-" if not v else f"{v / 1e3:.1f}k" + (f" ({v / b:.1f}x)" if b and k > 1 else ""))
+        cpu = by.get(concurrency[-1], {}).get("clientCpu")
+        lines.append("| " + " | ".join([str(k), *cells, "-" if cpu is None else f"{cpu:.2f}"]) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--generators", nargs="+", default=sorted(loadgen.GENERATORS))
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 256])
     ap.add_argument("--write", action="store_true", help=f"store the ceilings in {CEILINGS}")
+    ap.add_argument("--shards", type=int, nargs="+", default=[],
+                    help="also run evalscope with this many client processes per point (spec.load.clientShards)")  # fmt: skip
+    ap.add_argument("--json", type=Path, default=None, help="write every row here")
     args = ap.parse_args()
     tokenizer = str(ensure_tiny_model())
     started = time.monotonic()
@@ -145,9 +175,18 @@ def main() -> None:
     }
     for name in args.generators:
         results[name] = run_generator(name, args.concurrency, tokenizer)
+    sharded: dict[int, list[dict[str, Any]]] = {}
+    for k in args.shards:
+        sharded[k] = run_generator("evalscope", args.concurrency, tokenizer, shards=k)
     print()
     print(markdown(results, args.concurrency))
+    if sharded:
+        print()
+        print(shard_table(results.get("evalscope", []), sharded, args.concurrency))
     print(f"\nbench took {time.monotonic() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "results": results,
+                                         "sharded": {str(k): v for k, v in sharded.items()}}, indent=2) + "\n")  # fmt: skip
     if args.write:
         data = {
             "measured": datetime.now(UTC).strftime("%Y-%m-%d"),

@@ -43,6 +43,7 @@ class WorkerStep:
     timeout_seconds: int
     env: dict[str, str] = field(default_factory=dict)
     gpus: int = 0
+    cpus: int = 0  # CPUs the step's pod requests (0: the operator's workerCpu)
     image_name: str | None = None  # the image when not the command's default (a load generator's)
     secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)  # env name -> (Secret, key)
     # the model source the step reads (its volume is mounted where model_location says), and the step that
@@ -331,6 +332,7 @@ def compile_benchmark(
             shape.append("--allow-client-bound")
         if launch is not None:  # the server's concurrency limit is read from it (and from the server)
             shape += ["--server-command", json.dumps(launch.command)]
+        shape += ["--client-shards", str(load.client_shards)]
         if load.repetitions > 1:  # each point runs again on fresh prompts; its figures carry mean ± sd
             shape += [
                 "--repetitions",
@@ -352,7 +354,7 @@ def compile_benchmark(
                   "--number", *map(str, load.number), "--dataset-offset", "0",
                   "--min-success-rate", str(load.min_success_rate), "--warmup-requests", str(load.warmup_requests),
                   "--point-timeout", str(load.point_timeout_seconds), "--resume", "--out", f"{artifacts}/load"],
-            result="points", image_name=generator.image,
+            result="points", image_name=generator.image, cpus=load.client_shards,
             # every point's time limit, and one more for the client's start, the warm-up and the scrapes
             timeout_seconds=load.point_timeout_seconds * (load.repetitions * total + 1),
         ))  # fmt: skip

@@ -29,11 +29,11 @@ pytestmark = pytest.mark.e2e
 TTFT, TPOT, TOKENS = 0.25, 0.004, 64  # the paced server: 0.502 s a request, 64 tokens
 
 
-def point(generator: str, url: str, tokenizer: Path, out: Path) -> dict[str, Any]:
+def point(generator: str, url: str, tokenizer: Path, out: Path, *more: str) -> dict[str, Any]:
     image = "vllm-cpu" if generator == "vllm-bench" else "evalscope"
     proc = run_worker(image, ["perf", "--url", f"{url}/v1", "--model", "tiny", "--tokenizer-path", tokenizer,
                               "--prompt-tokens", "32", "--max-tokens", TOKENS, "--parallel", "4", "--number", "24",
-                              "--generator", generator, "--warmup-requests", "1", "--out", out])  # fmt: skip
+                              "--generator", generator, "--warmup-requests", "1", "--out", out, *more])  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
     assert result["generator"] == generator
@@ -61,6 +61,40 @@ def test_generators_agree_where_the_server_sets_the_pace(tiny_model: Path, tmp_p
           f"TTFT {es['avgTtftSeconds']:.4f}s, vllm-bench {vb['outputTokensPerSecond']:.1f} tok/s "
           f"TTFT {vb['avgTtftSeconds']:.4f}s")  # fmt: skip
     assert all(abs(v) <= 0.05 for v in agreement.values()), agreement
+
+
+def test_a_point_split_over_client_shards_measures_what_one_client_does(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """--client-shards 2 (spec.load.clientShards): two evalscope processes at once, each at concurrency 2 with
+    12 requests on its own prompts, their per-request records pooled into one point that matches what one
+    client at concurrency 4 measures against the same paced server."""
+    envs.ensure_env("evalscope")
+    with ZeroServer(model="tiny", ttft=TTFT, tpot=TPOT) as srv:
+        one = point("evalscope", srv.url, tiny_model, tmp_path / "one")
+        two = point("evalscope", srv.url, tiny_model, tmp_path / "two", "--client-shards", "2", "--resume")
+    assert one.get("clientProcesses") is None and two["clientProcesses"] == 2
+    assert (
+        two["valid"] and two["label"] == "ok" and two["succeeded"] == 24 and two["avgOutputTokens"] == TOKENS
+    )
+    # the shards ran at once: the point took as long as one client's, not twice
+    assert two["durationSeconds"] < 1.3 * one["durationSeconds"]
+    for key in ("outputTokensPerSecond", "avgTtftSeconds"):
+        assert two[key] == pytest.approx(one[key], rel=0.15), key
+    assert 1.5 < two["sustainedConcurrency"] <= 2.2
+    assert two["clientCpu"] is not None  # both shards' CPU, added
+    # each shard ran its share on its own prompts (disjoint random offsets), from one client process each
+    logs = sorted((tmp_path / "two" / "logs").glob("perf-0-p4-n24-s*.log"))
+    assert len(logs) == 2
+    offsets = []
+    for log in logs:
+        argv = log.read_text().splitlines()[0].split()
+        assert argv[argv.index("--parallel") + 1] == "2" and argv[argv.index("--number") + 1] == "12"
+        offsets.append(int(argv[argv.index("--dataset-offset") + 1]))
+    assert sorted(offsets) == [0, 12]
+    assert len(list((tmp_path / "two" / "shard-1" / "evalscope").rglob("benchmark_data.db"))) == 1
+    assert len(list((tmp_path / "two" / "shard-2" / "evalscope").rglob("benchmark_data.db"))) == 1
+    assert (tmp_path / "two" / "logs" / "client-shard-2.log").is_file()  # a session of its own per shard
 
 
 def test_one_llama_server_slot_is_named_as_the_cap(

@@ -127,7 +127,14 @@ class LoadPointResult(ApiModel):
     )
     client_ceiling_fraction: float | None = Field(
         None,
-        description="Output tok/s over the generator's calibrated per-process ceiling at this concurrency.",
+        description="Output tok/s over the generator's calibrated ceiling at this concurrency (summed over "
+        "the point's client processes).",
+    )
+    client_processes: int | None = Field(
+        None,
+        ge=1,
+        description="Client processes (shards) that ran the point, each at its share of the concurrency on "
+        "disjoint prompts; their per-request records are pooled before any figure is computed. Unset: one.",
     )
     sustained_concurrency: float | None = Field(
         None,

@@ -227,6 +227,17 @@ class Load(ApiModel):
         description="A repeated point whose output tok/s, mean TTFT or mean TPOT varies by more than this "
         "(sd / mean) across its repetitions is flagged unstable.",
     )
+    client_shards: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Client processes per point, each at its share of the concurrency on disjoint prompts; "
+        "their per-request records are pooled before any figure is computed (status: clientProcesses). "
+        "0 (default): chosen per point, the fewest whose calibrated ceilings keep the load expected from "
+        "the sweep's last point under half of theirs, at most one per CPU of the load worker (its pod's CPU "
+        "limit: the operator's workerCpu). N: N processes (at most one per request slot), and the load "
+        "Job requests N CPUs.",
+    )
 
 
 class ContextSweep(ApiModel):

@@ -247,7 +247,8 @@ def worker_job(owner: Owner, step: WorkerStep, settings: Settings, placement: Pl
         *[_secret_env(k, SecretKeyRef(name=n, key=key)) for k, (n, key) in sorted(step.secret_env.items())],
         *(extra_env or []),
     ]  # fmt: skip
-    limits: Obj = {"cpu": (resources.cpu if resources and resources.cpu else None) or settings.worker_cpu,
+    cpu = str(step.cpus) if step.cpus > 1 else settings.worker_cpu  # a load step's client shards
+    limits: Obj = {"cpu": (resources.cpu if resources and resources.cpu else None) or cpu,
                    "memory": (resources.memory if resources and resources.memory else None) or settings.worker_memory}  # fmt: skip
     if step.gpus:
         limits["nvidia.com/gpu"] = str(step.gpus)

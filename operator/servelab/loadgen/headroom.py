@@ -278,3 +278,86 @@ def label_sweep(points: list[Any]) -> None:
                           f"{'them all' if p.sustained_concurrency is None else f'{p.sustained_concurrency:.1f}'}"
                           " at once, so more concurrency only lengthens each request")  # fmt: skip
         p.label, p.label_reason = label, reason
+
+
+# --- client shards ------------------------------------------------------------------------------------
+
+SHARD_TARGET = 0.5  # the share of a client process's calibrated ceiling a point is planned to use
+MAX_SHARDS = 64
+
+
+def split(total: int, k: int) -> list[int]:
+    """`total` in k near-equal shares, the larger first (9 in 4: 3 2 2 2)."""
+    return [total // k + (1 if j < total % k else 0) for j in range(k)]
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its CPU affinity, capped by its cgroup's CPU quota (cgroup v2
+    `cpu.max`, what a pod's CPU limit becomes) where one is set."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(cpus, 1)
+
+
+def choose_shards(
+    generator: str, parallel: int, number: int, requested: int, expected_tps: float | None, cpus: int
+) -> tuple[int, str]:
+    """How many client processes run one point, and why. `requested` > 0 is the spec's count (at most
+    one per request slot and per request). 0 is automatic: the fewest processes whose calibrated ceilings
+    (`ceiling`, per process at its share of the concurrency) keep the expected output tok/s at or below
+    SHARD_TARGET of their sum, at most one per available CPU; `expected_tps` is the sweep's last measured
+    point scaled linearly to this concurrency (an upper bound: throughput grows sublinearly), None
+    before the first point (one process)."""
+    top = max(1, min(parallel, number, MAX_SHARDS))
+    if requested > 0:
+        k = min(requested, top)
+        why = f"{k} client process(es) as the spec asks" + (f" (of {requested}: one per request slot)"
+                                                            if k < requested else "")  # fmt: skip
+        return k, why
+    if expected_tps is None:
+        return 1, "one client process: no point measured yet to size the load"
+    cap = max(1, min(top, cpus))
+    for k in range(1, cap + 1):
+        ceilings_ = [ceiling(generator, p) for p in split(parallel, k)]
+        if any(c is None for c in ceilings_):
+            return 1, f"one client process: {generator} has no calibrated ceiling"
+        room = SHARD_TARGET * sum(c for c in ceilings_ if c is not None)
+        if expected_tps <= room:
+            return k, (f"{k} client process(es): expected {expected_tps:.0f} out tok/s <= {SHARD_TARGET:.0%} of "
+                       f"their calibrated ceiling ({room / SHARD_TARGET:.0f})")  # fmt: skip
+    return cap, (f"{cap} client process(es), one per available CPU: expected {expected_tps:.0f} out tok/s is more "
+                 f"than {SHARD_TARGET:.0%} of what they can send; the point may be client-bound")  # fmt: skip
+
+
+def combine_headroom(merged: Headroom, parts: list[Headroom], parallels: list[int], generator: str,
+                     tps: float | None) -> Headroom:  # fmt: skip
+    """A sharded point's client side from its shards' (`parts`, each measured like a point of its own):
+    CPU adds up, busy is the busiest shard's (one bound shard bounds the point), the scheduling delay is
+    the mean of the shards' (each shard is its own closed loop) and its loss the worst shard's, and the
+    ceiling is the sum of the shards' calibrated ceilings. `merged` holds the server side, measured over all requests."""
+    h = merged
+    cpus = [p.client_cpu for p in parts]
+    if parts and all(c is not None for c in cpus):
+        h.client_cpu = round(sum(c for c in cpus if c is not None), 3)
+        h.client_busy = max(p.client_busy or 0.0 for p in parts)
+    delays = [(p.schedule_delay, p.schedule_loss) for p in parts if p.schedule_delay is not None]
+    if delays:
+        h.schedule_delay = round(sum(d for d, _ in delays) / len(delays), 6)
+        h.schedule_delay_p99 = max((p.schedule_delay_p99 or 0.0) for p in parts)
+        losses = [x for _, x in delays if x is not None]
+        h.schedule_loss = round(max(losses), 4) if losses else None
+    tops = [ceiling(generator, p) for p in parallels]
+    if tps and all(t for t in tops):
+        h.ceiling_fraction = round(tps / sum(t for t in tops if t), 3)
+    else:
+        h.ceiling_fraction = None
+    h.notes += [f"shard {i + 1}: {n}" for i, p in enumerate(parts) for n in p.notes]
+    return h

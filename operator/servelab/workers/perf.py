@@ -44,7 +44,17 @@ from servelab import engines, loadgen
 from servelab.api.results import LatencyPercentiles, LoadPointResult, PointPercentiles
 from servelab.engines import ENGINES
 from servelab.loadgen import PointShape
-from servelab.loadgen.headroom import Headroom, ProcessMonitor, client_bound, schedule_delays, server_capped
+from servelab.loadgen.headroom import (
+    Headroom,
+    ProcessMonitor,
+    available_cpus,
+    choose_shards,
+    client_bound,
+    combine_headroom,
+    schedule_delays,
+    server_capped,
+    split,
+)
 from servelab.loadgen.session import PointSession, SessionDied
 from servelab.workers import engine_metrics
 from servelab.workers.common import (
@@ -58,7 +68,7 @@ from servelab.workers.common import (
     wait_ready,
     warm_up,
 )
-from servelab.workers.perfparse import PointFigures, merge_figures, point_spread
+from servelab.workers.perfparse import PointFigures, combine_shards, merge_figures, point_spread
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -137,6 +147,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "points an interrupted run of the same sweep published (the result sink)")  # fmt: skip
     p.add_argument("--point-timeout", type=float, default=None,
                    help="seconds one point's client may run (each repetition); default: no limit")  # fmt: skip
+    p.add_argument("--client-shards", type=int, default=1,
+                   help="client processes per point, each at its share of the concurrency on disjoint prompts; "
+                        "0: chosen per point from the generator's calibrated ceiling and the sweep's last point")  # fmt: skip
     p.add_argument("--warmup-only", action="store_true",
                    help="send the warm-up requests and publish how many succeeded; measure nothing")  # fmt: skip
 
@@ -352,6 +365,117 @@ def worst(reps: list[Rep]) -> Rep:
     return max(reps, key=lambda r: (r.figures is not None, r.headroom.client_busy or 0.0))
 
 
+def expected_load(points: list[LoadPointResult], parallel: int) -> float | None:
+    """The output tok/s a point at `parallel` may need from its client: the sweep's last measured point
+    scaled linearly by concurrency (an upper bound where the server saturates); None before the first."""
+    done = [p for p in points if p.output_tokens_per_second]
+    if not done:
+        return None
+    last = done[-1]
+    assert last.output_tokens_per_second is not None
+    return last.output_tokens_per_second * max(parallel / last.concurrency, 1.0)
+
+
+class ShardSessions:
+    """The client processes of a sharded point (`servelab.loadgen.session`, one per shard), started when a
+    point first needs them and kept for the sweep's later points; none where the generator has no
+    session (then each shard is a process of its own)."""
+
+    def __init__(self, argv: list[str] | None, env: dict[str, str], logs: Path) -> None:
+        self.argv, self.env, self.logs = argv, env, logs
+        self.sessions: list[PointSession] = []
+
+    def size(self, k: int) -> None:
+        self.sessions = [s for s in self.sessions if s.alive()]
+        while self.argv and len(self.sessions) < k:
+            j = len(self.sessions)
+            self.sessions.append(PointSession(self.argv, self.env, self.logs / f"client-shard-{j + 1}.log"))
+
+    def get(self, j: int) -> PointSession | None:
+        return self.sessions[j] if j < len(self.sessions) else None
+
+    def close(self) -> None:
+        for s in self.sessions:
+            s.close()
+        self.sessions = []
+
+
+@dataclass
+class ShardRun:
+    parallel: int
+    number: int
+    out: Path
+    ran: Ran
+    monitor: ProcessMonitor
+
+
+def run_shards(
+    generator: loadgen.LoadGenerator, shape: PointShape, k: int, parallel: int, number: int, offset: int,
+    out: Path, log: Path, pool: ShardSessions, env: dict[str, str], timeout: float | None,
+) -> tuple[Ran, ProcessMonitor, list[ShardRun]]:  # fmt: skip
+    """One point as k client processes at once: shard j runs its share of the concurrency and of the
+    requests, on prompts from its own offset (disjoint from the others'), into out/shard-j. Returns the
+    point's Ran (the first failing shard's exit code, the longest shard's time), the first shard's monitor,
+    and every shard's run."""
+    import threading
+
+    parallels, numbers = split(parallel, k), split(number, k)
+    starts = [offset + sum(numbers[:j]) for j in range(k)]
+    runs: list[ShardRun | None] = [None] * k
+
+    def one(j: int) -> None:
+        sout = out / f"shard-{j + 1}"
+        generator.prepare(sout, parallels[j], numbers[j])
+        cmd = generator.point_command(shape, parallels[j], numbers[j], starts[j], sout)
+        slog = log.with_name(f"{log.stem}-s{j + 1}{log.suffix}")
+        session = pool.get(j)
+        ran: Ran | None = None
+        monitor: ProcessMonitor | None = None
+        if session is not None:
+            try:
+                ran, monitor = session.run(cmd, slog, timeout), session.monitor
+            except SessionDied as died:
+                print(f"shard {j + 1}: {died}: a process of its own")
+        if ran is None or monitor is None:
+            ran, monitor = run_monitored(cmd, slog, env, timeout)
+        runs[j] = ShardRun(parallels[j], numbers[j], sout, ran, monitor)
+
+    threads = [threading.Thread(target=one, args=(j,)) for j in range(k)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = [r for r in runs if r is not None]
+    if len(done) < k:
+        raise RuntimeError(f"{k - len(done)} of {k} client shards did not run")
+    rc = next((r.ran.returncode for r in done if r.ran.returncode != 0), 0)
+    ran = Ran(done[0].ran.cmd, rc, "\n".join(r.ran.output for r in done), max(r.ran.seconds for r in done))
+    return ran, done[0].monitor, done
+
+
+def parse_shards(
+    generator: loadgen.LoadGenerator, runs: list[ShardRun], parallel: int,
+    gauges: engine_metrics.GaugeSampler | None, limit: tuple[int | None, str | None], paced: bool,
+) -> tuple[PointFigures | None, Path | None, list[str], Headroom]:  # fmt: skip
+    """A sharded point's figures over all its shards' requests, and its headroom: the server side over
+    all requests, the client side from each shard's process (`combine_headroom`)."""
+    parsed = [generator.parse_point(r.out, r.parallel, r.number) for r in runs]
+    warnings = [f"shard {j + 1}: {w}" for j, (_, _, ws) in enumerate(parsed) for w in ws]
+    figures = [f for f, _, _ in parsed]
+    missing = [j + 1 for j, f in enumerate(figures) if f is None]
+    if missing:
+        warnings.append(f"shard(s) {missing} produced no results: the point is not measured")
+        return None, None, warnings, Headroom(server_limit=limit[0], server_flag=limit[1])
+    shard_figures = [f for f in figures if f is not None]
+    merged = combine_shards(shard_figures)
+    room = measure_headroom(merged, parallel, generator, None, gauges, limit, True)
+    parts = [measure_headroom(f, r.parallel, generator, r.monitor, None, (None, None), paced)
+             for f, r in zip(shard_figures, runs, strict=True)]  # fmt: skip
+    room = combine_headroom(room, parts, [r.parallel for r in runs], generator.name,
+                            merged.output_tokens_per_second)  # fmt: skip
+    return merged, runs[0].out.parent, warnings + merged.warnings, room
+
+
 def run_sweep(
     args: argparse.Namespace,
     publish: Callable[[dict[str, Any]], None] | None = None,
@@ -407,6 +531,8 @@ def run_sweep(
     points: list[LoadPointResult] = []
     details: list[dict[str, Any]] = []
     offset = args.dataset_offset
+    cpus = available_cpus()
+    pool = ShardSessions(session_argv, session_env, out / "logs")
     shape = point_shape(args, engine)
     repetitions = max(1, getattr(args, "repetitions", 1))
     point_timeout = getattr(args, "point_timeout", None)
@@ -439,39 +565,57 @@ def run_sweep(
             details.append(done[i]["detail"])
             offset += number * repetitions
             continue
+        expected = expected_load(points, parallel)
+        shards, shard_why = choose_shards(generator.name, parallel, number,
+                                          getattr(args, "client_shards", 1), expected, cpus)  # fmt: skip
+        if shards > 1:
+            print(f"point {i + 1}: {shard_why}", flush=True)
         before = engine_metrics.scrape(metrics_url) if metrics_url else None
         reps: list[Rep] = []
         for r in range(repetitions):  # the same point again, on fresh prompts (offset), one client each
             pout = out if len(args.parallel) == 1 else out / f"point-{i}"  # a sweep may repeat a pair
             rout = pout if repetitions == 1 else pout / f"rep-{r + 1}"
             suffix = "" if repetitions == 1 else f"-r{r + 1}"
-            generator.prepare(rout, parallel, number)
-            cmd = generator.point_command(shape, parallel, number, offset, rout)
             gauges = (
                 engine_metrics.GaugeSampler(metrics_url).start() if sample_gauges and metrics_url else None
             )
             log = out / "logs" / f"perf-{i}-p{parallel}-n{number}{suffix}.log"
             try:
-                if session is not None and not session.alive():  # killed at a point's time limit
-                    session = PointSession(session_argv or [], session_env, session_log)
-                ran, monitor = None, None
-                if session is not None:
-                    try:
-                        ran, monitor = session.run(cmd, log, point_timeout), session.monitor
-                    except SessionDied as died:
-                        print(f"{died}: one client process per point from here on")
-                        session.close()
-                        session, session_argv = None, None
-                if ran is None or monitor is None:
-                    ran, monitor = run_monitored(
-                        cmd, log, {**env, **generator.environment(shape)}, point_timeout
-                    )
+                if shards == 1:
+                    generator.prepare(rout, parallel, number)
+                    cmd = generator.point_command(shape, parallel, number, offset, rout)
+                    if session is not None and not session.alive():  # killed at a point's time limit
+                        session = PointSession(session_argv or [], session_env, session_log)
+                    ran, monitor = None, None
+                    if session is not None:
+                        try:
+                            ran, monitor = session.run(cmd, log, point_timeout), session.monitor
+                        except SessionDied as died:
+                            print(f"{died}: one client process per point from here on")
+                            session.close()
+                            session, session_argv = None, None
+                    if ran is None or monitor is None:
+                        ran, monitor = run_monitored(
+                            cmd, log, {**env, **generator.environment(shape)}, point_timeout
+                        )
+                else:
+                    pool.size(shards if session_argv else 0)
+                    ran, monitor, shard_runs = run_shards(
+                        generator, shape, shards, parallel, number, offset, rout, log, pool,
+                        {**env, **generator.environment(shape)}, point_timeout,
+                    )  # fmt: skip
             finally:
                 if gauges is not None:
                     gauges.stop()
             offset += number
-            figs, pdir, warns = generator.parse_point(rout, parallel, number)
-            room = measure_headroom(figs, parallel, generator, monitor, gauges, limit, bool(args.rate))
+            if shards == 1:
+                figs, pdir, warns = generator.parse_point(rout, parallel, number)
+                room = measure_headroom(figs, parallel, generator, monitor, gauges, limit, bool(args.rate))
+            else:
+                figs, pdir, warns, room = parse_shards(
+                    generator, shard_runs, parallel, gauges, limit, bool(args.rate)
+                )
+                warns.append(f"{shards} client processes ({shard_why})")
             lab, why = label(room, parallel, gauges is not None)
             reps.append(Rep(figs, pdir, warns + room.notes, room, lab, why, ran, monitor, gauges))
         after = engine_metrics.scrape(metrics_url) if metrics_url else None
@@ -544,6 +688,7 @@ def run_sweep(
             client_busy=headroom.client_busy,
             client_schedule_delay_seconds=headroom.schedule_delay,
             client_ceiling_fraction=headroom.ceiling_fraction,
+            client_processes=shards if shards > 1 else None,
             sustained_concurrency=headroom.sustained,
             server_concurrency_limit=headroom.server_limit,
             server_concurrency_flag=headroom.server_flag,
@@ -600,6 +745,7 @@ def run_sweep(
             publish({**sweep_result(), "partial": True})
     if session is not None and session is not given:  # the caller closes its own, after publishing
         session.close()
+    pool.close()
     return sweep_result()
 
 
@@ -666,7 +812,8 @@ def run(args: argparse.Namespace) -> int:
         if not sink.read():  # the client is ready: its executor starts the server now (GPUs held from here)
             sink.publish({"kind": "perf", "partial": True, "clientReady": True, "points": []})
     if args.wait_ready:
-        waited = wait_ready(server_root(chat_url(args.url)), args.wait_ready)
+        lists = args.engine not in ENGINES or engines.get(args.engine).lists_served_model
+        waited = wait_ready(server_root(chat_url(args.url)), args.wait_ready, lists_model=lists)
         print(f"server answered after {waited:.1f}s" if waited < args.wait_ready else "server did not answer")
     if args.warmup_only:  # once per sweep, before its first point (the plan's warm-up step)
         ok = warm_up(chat_url(args.url), args.model, args.warmup_requests, args.connect_timeout + 60)

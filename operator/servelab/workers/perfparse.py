@@ -325,6 +325,51 @@ def merge_figures(reps: list[PointFigures]) -> PointFigures:
     return f
 
 
+def combine_shards(shards: list[PointFigures]) -> PointFigures:
+    """One point's figures from its client shards (processes that ran at the same time, each at its share
+    of the concurrency, on disjoint prompts): the per-request records are pooled, then every figure is
+    computed over all of them as for one client. The load lasted from the first request's start to the
+    last completion over all shards (their timings share one clock: `time.perf_counter` is the
+    machine's CLOCK_MONOTONIC in every process), so the rates are totals over that span, and the
+    percentiles are over all requests (never averaged shard percentiles)."""
+    if len(shards) == 1:
+        return shards[0]
+    f = PointFigures(source="+".join(sorted({s.source for s in shards})))
+    for i, s in enumerate(shards):
+        f.total += s.total
+        f.succeeded += s.succeeded
+        f.failed += s.failed
+        f.sum_prompt_tokens += s.sum_prompt_tokens
+        f.sum_output_tokens += s.sum_output_tokens
+        f.output_token_counts += s.output_token_counts
+        f.requests += s.requests
+        f.timings += s.timings
+        f.ttfts += s.ttfts
+        f.tpots += s.tpots
+        f.latencies += s.latencies
+        f.warnings += [f"shard {i + 1}: {w}" for w in s.warnings]
+    if f.timings:
+        f.duration_seconds = max(e for _, e in f.timings) - min(s for s, _ in f.timings)
+    else:  # no per-request timings: the longest shard is the span
+        durations = [s.duration_seconds for s in shards if s.duration_seconds is not None]
+        f.duration_seconds = max(durations) if durations else None
+        f.warnings.append("a shard kept no request timings: the point's span is its longest shard's")
+    if all(s.source == "db" or s.requests for s in shards):
+        f.avg_latency_seconds, f.p99_latency_seconds = mean(f.latencies), percentile(f.latencies, 99)
+        f.avg_ttft_seconds, f.p99_ttft_seconds = mean(f.ttfts), percentile(f.ttfts, 99)
+        f.avg_tpot_seconds, f.p99_tpot_seconds = mean(f.tpots), percentile(f.tpots, 99)
+    else:
+        f.warnings.append("a shard kept no per-request records: no figures over the point")
+    n = f.succeeded
+    f.avg_input_tokens = f.sum_prompt_tokens / n if n else None
+    f.avg_output_tokens = mean([float(o) for o in f.output_token_counts]) if f.output_token_counts else None
+    if f.duration_seconds:
+        f.rps = f.succeeded / f.duration_seconds
+        f.output_tokens_per_second = f.sum_output_tokens / f.duration_seconds
+        f.total_tokens_per_second = (f.sum_prompt_tokens + f.sum_output_tokens) / f.duration_seconds
+    return f
+
+
 # sd below these never makes a point unstable: a millisecond of TTFT noise is not a trend either way
 SPREAD_FLOORS = {"output_tokens_per_second": 0.0, "ttft_seconds": 0.001, "tpot_seconds": 0.0001}
 
