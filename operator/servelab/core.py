@@ -572,6 +572,7 @@ def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed, site: Site)
     if result:
         try:
             st.fold_quant(status, result)
+            st.relate_to_base(status)
         except ValidationError as err:
             return _fail_quant(d, "QuantizeFailed", f"the quantize worker published a result that does not match "
                                f"servelab's result schema ({_first_errors(err)})")  # fmt: skip
@@ -606,6 +607,7 @@ def _score_quantjob(d: Decision, owner: Owner, spec: QuantJobSpec, obs: Observed
     status = d.status
     assert isinstance(status, QuantJobStatus)
     runs = quant_score_runs(spec, status)
+    ev = spec.evaluation
     total = 1 + len(runs)
     for i, run in enumerate(runs, start=1):
         name = owner.child(run.suffix)
@@ -616,7 +618,8 @@ def _score_quantjob(d: Decision, owner: Owner, spec: QuantJobSpec, obs: Observed
             d.event("StepStarted", f"score {run.variant}: ServeBenchmark {name}")
             return d
         cstatus = ServeBenchmarkStatus.model_validate(child.get("status") or {})
-        st.fold_variant_scores(status, run.variant, cstatus.scores)
+        st.fold_variant_run(status, run.variant, cstatus, ev.speed if ev else None)
+        st.relate_to_base(status)
         if cstatus.phase == "Failed":
             return _fail_quant(
                 d, "EvalFailed", f"scoring {run.variant} (ServeBenchmark {name}): {cstatus.message}"

@@ -16,7 +16,7 @@ from servelab import loadgen
 from servelab.api.common import DataSource, ModelSource, PvcSource
 from servelab.api.engine import Engine
 from servelab.api.quantjob import QuantJobSpec, QuantJobStatus
-from servelab.api.servebenchmark import ServeBenchmarkSpec, Timeouts
+from servelab.api.servebenchmark import Load, ServeBenchmarkSpec, Timeouts
 from servelab.engines import ServedModel, ServerLaunch, default_for_format, get
 from servelab.names import dns_name
 
@@ -553,12 +553,18 @@ def quant_score_runs(spec: QuantJobSpec, status: QuantJobStatus) -> list[ScoreRu
         outputs.insert(0, status.base)
     # outputs are served by the engine whose native format they are (GGUF: llama.cpp; else vLLM)
     engine = ev.engine or Engine(name=default_for_format("gguf" if spec.method == "gguf" else "safetensors"))
+    load = None
+    if ev.speed:  # the same short sweep on every output's server: tok/s comparable at each concurrency
+        sp = ev.speed
+        load = Load(parallel=sp.concurrency, number=sp.requests, min_prompt_length=sp.prompt_tokens,
+                    max_prompt_length=sp.prompt_tokens, max_tokens=sp.output_tokens, min_tokens=sp.output_tokens,
+                    ignore_eos=True, point_timeout_seconds=sp.point_timeout_seconds)  # fmt: skip
     runs = []
     for v in outputs:
         if not v.path:
             continue
         bench = ServeBenchmarkSpec(
-            model=output_source(spec, v.path), engine=engine, evaluations=[ev.evalscope],
+            model=output_source(spec, v.path), engine=engine, evaluations=[ev.evalscope], load=load,
             placement=spec.placement, images=spec.images, hf_token_secret_ref=spec.hf_token_secret_ref,
             timeouts=Timeouts(server_ready_seconds=ev.server_ready_seconds, total_seconds=spec.timeout_seconds),
         )  # fmt: skip

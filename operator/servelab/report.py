@@ -7,6 +7,7 @@ from pathlib import Path
 from servelab.api.quantjob import QuantJobStatus
 from servelab.api.results import Spread
 from servelab.api.servebenchmark import ServeBenchmarkStatus
+from servelab.status import primary_score
 
 HEADER = ["Conc.", "Reqs", "RPS", "Avg Lat.(s)", "P99 Lat.(s)", "Gen. toks/s", "Avg TTFT(s)", "P99 TTFT(s)",
           "Avg TPOT(s)", "P99 TPOT(s)", "Success Rate", "Client CPU", "Sust. conc.", "Label"]  # fmt: skip
@@ -165,6 +166,34 @@ def quant_scores_table(status: QuantJobStatus) -> str | None:
     got = {v.name: {(sc.dataset, sc.metric, sc.subset): sc.score for sc in v.scores} for v in outputs}
     rows = [[d, m, sub or "-", *(_f(got[v.name].get((d, m, sub)), 4) for v in outputs)] for d, m, sub in keys]
     return _table(["Dataset", "Metric", "Subset", *(v.name for v in outputs)], rows)
+
+
+def quant_cost_table(status: QuantJobStatus) -> str | None:
+    """Write-up 002's quantization table: per output (base first) its size and size ratio, the serving
+    memory its scoring run recorded, its primary task score, and, with spec.evaluation.speed, output tok/s
+    and speed-up against the base at each concurrency; None when no output was served."""
+    outputs = ([status.base] if status.base else []) + status.variants
+    if not any(v.footprint or v.speed for v in outputs):
+        return None
+    concurrency = sorted({p.concurrency for v in outputs for p in v.speed})
+    rows = []
+    for v in outputs:
+        fp, sc = v.footprint, primary_score(v.scores)
+        by_c = {p.concurrency: p for p in v.speed}
+        cells = [v.name + (" (base)" if v is status.base else ""), size(v.size_bytes),
+                 "1.00" if v is status.base else _f(v.size_ratio, 2), size(fp.gpu_memory_bytes if fp else None),
+                 _f(fp.load_seconds if fp else None, 1), f"{sc.dataset} {sc.score:.4f}" if sc else "-"]  # fmt: skip
+        for c in concurrency:
+            p = by_c.get(c)
+            cells.append(_f(p.output_tokens_per_second if p else None, 1))
+            cells.append(
+                "base" if v is status.base else "-" if p is None or p.speedup is None else f"{p.speedup:.2f}x"
+            )
+        rows.append(cells)
+    head = ["Output", "Size", "Size ratio", "GPU memory", "Load(s)", "Score"]
+    for c in concurrency:
+        head += [f"tok/s @{c}", f"speed-up @{c}"]
+    return _table(head, rows)
 
 
 def chart(benchmarks: dict[str, ServeBenchmarkStatus], path: Path) -> Path | None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from servelab.api.common import CommonStatus, Condition, Progress
-from servelab.api.quantjob import QuantJobStatus, QuantJobSummary
+from servelab.api.quantjob import QuantJobStatus, QuantJobSummary, QuantSpeed
 from servelab.api.results import (
     DepthPointResult,
     EvalScore,
@@ -15,6 +15,7 @@ from servelab.api.results import (
     LlamaBenchyResult,
     LoadPointResult,
     OfflineThroughputResult,
+    QuantSpeedPoint,
     QuantVariantResult,
 )
 from servelab.api.servebenchmark import BenchmarkSummary, ServeBenchmarkStatus
@@ -247,6 +248,79 @@ def fold_variant_scores(status: QuantJobStatus, variant: str, scores: list[EvalS
         if v.name == variant:
             v.scores = list(scores)
     summarize_quant(status)
+
+
+def fold_variant_run(
+    status: QuantJobStatus, variant: str, run: ServeBenchmarkStatus, speed: QuantSpeed | None
+) -> None:
+    """What one output's scoring run measured onto that output's row: its task scores, its serving
+    footprint (the run's status.footprint, as recorded) and, with spec.evaluation.speed, its output tok/s
+    at each concurrency of the sweep (speed-ups are set by relate_to_base)."""
+    for v in ([status.base] if status.base else []) + status.variants:
+        if v.name != variant:
+            continue
+        v.scores = list(run.scores)
+        v.footprint = run.footprint.model_copy() if run.footprint else None
+        v.speed = _speed_points(run, speed) if speed else []
+    summarize_quant(status)
+
+
+def _speed_points(run: ServeBenchmarkStatus, speed: QuantSpeed) -> list[QuantSpeedPoint]:
+    """One row per concurrency of the sweep, in its order: the point's output tok/s when it is valid."""
+    points = []
+    for k, c in enumerate(speed.concurrency):
+        r = run.results[k] if k < len(run.results) else None
+        if r is None:
+            missing = (
+                "the scoring run failed before this point" if run.phase == "Failed" else "not measured yet"
+            )
+            points.append(QuantSpeedPoint(concurrency=c, reason=missing))
+        elif not r.valid or not r.output_tokens_per_second:
+            why = (r.reason or "invalid") if not r.valid else "the point measured no output tokens"
+            points.append(QuantSpeedPoint(concurrency=c, reason=f"point invalid: {why}"))
+        else:
+            points.append(QuantSpeedPoint(concurrency=c, output_tokens_per_second=r.output_tokens_per_second,
+                                          valid=True))  # fmt: skip
+    return points
+
+
+def base_bytes(status: QuantJobStatus) -> int | None:
+    """The unquantized model's size: its own sizeBytes, else what its scoring run's model step measured."""
+    base = status.base
+    if base is None:
+        return None
+    if base.size_bytes:
+        return base.size_bytes
+    return base.footprint.model_bytes if base.footprint and base.footprint.model_bytes else None
+
+
+def relate_to_base(status: QuantJobStatus) -> None:
+    """Each output against the unquantized model: sizeRatio (bytes over the base's) and, per concurrency,
+    speedup (output tok/s over the base's at the same concurrency), only where both figures are known and
+    valid; a speed point without a speed-up says why."""
+    ref = base_bytes(status)
+    base = status.base
+    by_c = {p.concurrency: p for p in base.speed} if base else {}
+    if base is not None:
+        base.size_ratio = None
+        for p in base.speed:
+            p.speedup = None
+    for v in status.variants:
+        v.size_ratio = round(v.size_bytes / ref, 4) if v.size_bytes is not None and ref else None
+        for p in v.speed:
+            p.speedup = None
+            b = by_c.get(p.concurrency)
+            if not p.valid:
+                continue  # the point's own reason stands
+            if b is None:
+                p.reason = f"no speed-up: the base has no point at concurrency {p.concurrency}"
+            elif not b.valid or not b.output_tokens_per_second:
+                p.reason = (
+                    f"no speed-up: the base's point at concurrency {p.concurrency} is not valid ({b.reason})"
+                )
+            else:
+                assert p.output_tokens_per_second is not None
+                p.speedup, p.reason = round(p.output_tokens_per_second / b.output_tokens_per_second, 4), None
 
 
 def _is_accuracy(metric: str) -> bool:

@@ -266,6 +266,51 @@ class LlamaBenchyResult(ApiModel):
     version: str | None = Field(None, max_length=32, description="llama-benchy's version.")
 
 
+class ServerFootprint(ApiModel):
+    """What loading the model took (write-up 002's table: load time, size, memory), each figure with where
+    it comes from; null where it is not known (never estimated)."""
+
+    load_seconds: float | None = Field(
+        None,
+        description="Server start to ready: in a cluster the engine container's start to the pod's Ready "
+        "condition (after the model step, if any); locally the server process's start to its first healthy "
+        "answer (polled every tick, 0.5 s).",
+    )
+    load_source: str | None = Field(None, description="How loadSeconds was measured.")
+    model_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="The model's size on disk (apparent sizes of its files), measured by the model step "
+        "(`servelab worker model`); null where the engine fetches the model itself (a Hugging Face Hub "
+        "repository, ModelScope with vLLM/SGLang) or the path is inside the engine's image.",
+    )
+    model_bytes_source: str | None = Field(None, description="What was measured, and how it got there.")
+    gpu_memory_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="GPU memory the engine reports for the model in its log (vLLM: 'Model loading took X "
+        "GiB'; SGLang: 'Load weight end ... mem usage=X GB'; llama.cpp and Ollama: the GPU model and KV "
+        "buffer sizes); null for engines that report none (Transformers, MLX) or on CPU.",
+    )
+    gpu_memory_source: str | None = Field(None, description="The log lines gpuMemoryBytes was read from.")
+
+
+class QuantSpeedPoint(ApiModel):
+    """One output's speed at one concurrency of spec.evaluation.speed, against the unquantized model's."""
+
+    concurrency: int = Field(..., ge=1, description="Parallel requests of the point.")
+    output_tokens_per_second: float | None = Field(
+        None, description="Output tok/s of the point (null when the point is invalid or not measured yet)."
+    )
+    valid: bool = Field(False, description="Whether the point was measured and valid.")
+    speedup: float | None = Field(
+        None,
+        description="This output's tok/s over the base's at the same concurrency; null for the base itself "
+        "and where either point is not a valid measurement (see reason).",
+    )
+    reason: str | None = Field(None, description="Why there is no tok/s or no speed-up, when there is none.")
+
+
 class QuantVariantResult(ApiModel):
     """What one quantized output costs: size, time, quality against the unquantized model."""
 
@@ -279,4 +324,20 @@ class QuantVariantResult(ApiModel):
     scores: list[EvalScore] = Field(default_factory=list, description="Task scores, when evaluated.")
     quantization_config: dict[str, object] | None = Field(
         None, description="The saved quantization config (compressed-tensors), as recorded."
+    )
+    size_ratio: float | None = Field(
+        None,
+        ge=0,
+        description="sizeBytes over the base's (its sizeBytes, else the model bytes its scoring run measured); "
+        "null when either is unknown, and on the base itself.",
+    )
+    footprint: ServerFootprint | None = Field(
+        None,
+        description="The serving footprint its scoring run recorded (load time, model bytes, GPU memory): "
+        "the scoring ServeBenchmark's status.footprint.",
+    )
+    speed: list[QuantSpeedPoint] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Output tok/s per concurrency of spec.evaluation.speed, with the speed-up against the base.",
     )

@@ -26,6 +26,9 @@ from servelab.api.results import (
     LoadPointResult,
     OfflineThroughputResult,
 )
+from servelab.api.results import (
+    ServerFootprint as ServerFootprint,  # re-exported: it lived here before QuantJob status used it
+)
 from servelab.api.verdict import Baseline, Slo, Verdict
 from servelab.engines import registry
 
@@ -481,35 +484,6 @@ class Timing(ApiModel):
         None, description="measuredSeconds / serverHeldSeconds: the share of the GPU time spent measuring."
     )
     note: str | None = Field(None, description="Why a figure is missing (e.g. an existing endpoint).")
-
-
-class ServerFootprint(ApiModel):
-    """What loading the model took (write-up 002's table: load time, size, memory), each figure with where
-    it comes from; null where it is not known (never estimated)."""
-
-    load_seconds: float | None = Field(
-        None,
-        description="Server start to ready: in a cluster the engine container's start to the pod's Ready "
-        "condition (after the model step, if any); locally the server process's start to its first healthy "
-        "answer (polled every tick, 0.5 s).",
-    )
-    load_source: str | None = Field(None, description="How loadSeconds was measured.")
-    model_bytes: int | None = Field(
-        None,
-        ge=0,
-        description="The model's size on disk (apparent sizes of its files), measured by the model step "
-        "(`servelab worker model`); null where the engine fetches the model itself (a Hugging Face Hub "
-        "repository, ModelScope with vLLM/SGLang) or the path is inside the engine's image.",
-    )
-    model_bytes_source: str | None = Field(None, description="What was measured, and how it got there.")
-    gpu_memory_bytes: int | None = Field(
-        None,
-        ge=0,
-        description="GPU memory the engine reports for the model in its log (vLLM: 'Model loading took X "
-        "GiB'; SGLang: 'Load weight end ... mem usage=X GB'; llama.cpp and Ollama: the GPU model and KV "
-        "buffer sizes); null for engines that report none (Transformers, MLX) or on CPU.",
-    )
-    gpu_memory_source: str | None = Field(None, description="The log lines gpuMemoryBytes was read from.")
 
 
 class ServeBenchmarkStatus(CommonStatus):

@@ -68,6 +68,9 @@ def execute(
         scores = report.quant_scores_table(qs)
         if scores:
             print(f"task scores of each output:\n{scores}")
+        cost = report.quant_cost_table(qs)
+        if cost:
+            print(f"each output served (size, memory, score, speed against the base):\n{cost}")
     for name, bs in bench.items():
         print(
             f"\nServeBenchmark {name}: {bs.phase} — {bs.message}  (model {bs.model}, quant {bs.quantization})"

@@ -428,6 +428,31 @@ def quant_tables(qj: Run) -> list[Table]:
                 row.append(Cell(_fmt("{:.4f}", val), d, better))
             st.rows.append(row)
         tables.append(st)
+    served = [v for v in _outputs(q) if v.footprint or v.speed]
+    if served:  # write-up 002's quantization table: size, memory, speed against the base
+        from servelab.report import size as fmt_size
+
+        conc = sorted({p.concurrency for v in served for p in v.speed})
+        sp = Table(f"QuantJob {qj.name}: size, memory and speed against {base.name if base else 'the base'}",
+                   ["Output", "Size ratio", "GPU memory", "Load (s)",
+                    *(h for c in conc for h in (f"tok/s @{c}", f"speed-up @{c}"))],
+                   note="speed-up: output tok/s over the base's at the same concurrency, valid points only")  # fmt: skip
+        for v in served:
+            is_base = v is base
+            by_c = {p.concurrency: p for p in v.speed}
+            row = [Cell(v.name + (" (base)" if is_base else "")), Cell("1.00" if is_base else _fmt("{:.2f}", v.size_ratio)),
+                   Cell(fmt_size(v.footprint.gpu_memory_bytes if v.footprint else None)),
+                   Cell(_fmt("{:.1f}", v.footprint.load_seconds if v.footprint else None))]  # fmt: skip
+            for c in conc:
+                p = by_c.get(c)
+                row.append(
+                    Cell(_fmt("{:.1f}", p.output_tokens_per_second if p else None), muted=not (p and p.valid))
+                )
+                up = None if is_base or p is None or p.speedup is None else p.speedup
+                row.append(Cell("base" if is_base else _fmt("{:.2f}x", up), better=None if up is None else up >= 1,
+                                note=None if is_base or up is not None or p is None else p.reason))  # fmt: skip
+            sp.rows.append(row)
+        tables.append(sp)
     return tables
 
 
