@@ -336,11 +336,17 @@ def _is_rouge_l_f1(metric: str) -> bool:  # evalscope 1.x: mean_rouge[statistic=
 
 
 def primary_score(scores: list[EvalScore]) -> EvalScore | None:
-    """The score a one-line summary shows: accuracy if there is one, else ROUGE-L F1, else the first."""
+    """The score a one-line summary shows: accuracy if there is one, else ROUGE-L F1, else the first; the
+    data set's OVERALL row when it has one."""
     for good in (_is_accuracy, _is_rouge_l_f1):
         found = next((s for s in scores if good(s.metric.lower())), None)
-        if found:
-            return found
+        if found:  # of a data set with several subsets, its OVERALL row (MMLU's, not its first subject's)
+            overall = (
+                s
+                for s in scores
+                if (s.dataset, s.metric, s.subset) == (found.dataset, found.metric, "OVERALL")
+            )
+            return next(overall, found)
     return scores[0] if scores else None
 
 

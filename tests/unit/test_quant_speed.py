@@ -202,3 +202,15 @@ def test_speed_is_refused_at_admission_without_what_it_needs(
     with pytest.raises(SpecError, match=message):
         validate_resource("QuantJob", "q", wire)
     validate_resource("QuantJob", "q", spec(speed=SPEED))  # with evalscope and the base: admitted
+
+
+def test_the_table_and_headline_show_a_data_sets_overall_score_not_its_first_subjects() -> None:
+    s = QuantJobSpec.model_validate(spec(speed=SPEED))
+    subjects = [{"dataset": "mmlu", "metric": "mean_acc", "subset": sub, "score": sc}
+                for sub, sc in (("world_religions", 0.5), ("elementary_mathematics", 1.0), ("OVERALL", 0.8))]  # fmt: skip
+    base, awq = (child([point(1, 100.0), point(4, 300.0)], BASE_FP, 0.7) for _ in range(2))
+    base["status"]["scores"] = awq["status"]["scores"] = subjects
+    st = run_to_end(s, base, awq)
+    table = report.quant_cost_table(st)
+    assert table is not None and "mmlu 0.8000" in table and "mmlu 0.5000" not in table
+    assert "mmlu mean_acc 0.800" in (st.summary.headline if st.summary else "")
