@@ -166,6 +166,12 @@ class Decision:
     def event(self, reason: str, message: str, type_: str = "Normal") -> None:
         self.events.append((type_, reason, message))
 
+    def due_in(self, seconds: float) -> None:
+        """A time-based decision (a timeout, a grace period) falls due in `seconds`: look again then even
+        if nothing changes (a backend otherwise waits for a change, or its slow safety resync)."""
+        wake = max(seconds, 0.0) + 1.0  # just past the deadline, so the next look finds it passed
+        self.wake_after = wake if self.wake_after is None else min(self.wake_after, wake)
+
 
 # ---- helpers ------------------------------------------------------------------------------------
 def timestamp(now: datetime) -> str:
@@ -176,6 +182,12 @@ def _seconds_since(ts: str | None, now: datetime) -> float:
     if not ts:
         return 0.0
     return (now - datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)).total_seconds()
+
+
+def _silence_due(d: Decision, job: JobState | None, result: dict[str, Any] | None, now: datetime) -> None:
+    """A step whose Job finished without a (final) result is failed RESULT_GRACE_SECONDS after: due then."""
+    if job and job.succeeded and job.completed_at and (result is None or result.get("partial")):
+        d.due_in(RESULT_GRACE_SECONDS - (now - job.completed_at).total_seconds())
 
 
 def _silent(job: JobState | None, now: datetime) -> bool:
@@ -323,6 +335,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
 
     if _seconds_since(status.start_time, obs.now) > plan.total_timeout_seconds:
         return _fail(d, spec, "Timeout", f"the run took over {plan.total_timeout_seconds}s")
+    d.due_in(plan.total_timeout_seconds - _seconds_since(status.start_time, obs.now))
 
     # --- steps with no server (vLLM's offline benchmark): first, so they never share the GPUs with it ------
     if offline:
@@ -358,6 +371,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
                 if _seconds_since(status.start_time, obs.now) > plan.ready_timeout_seconds:
                     return _fail(d, spec, "LoadFailed",
                                  f"the load client did not start within {plan.ready_timeout_seconds}s")  # fmt: skip
+                d.due_in(plan.ready_timeout_seconds - _seconds_since(status.start_time, obs.now))
                 st.step(status, "start the load client (the server starts when it is ready)", 0, total)
                 return d
         d.actions.append(CreateServer(plan.server, image, source, plan.model_step))
@@ -391,6 +405,7 @@ def decide_benchmark(owner: Owner, spec: ServeBenchmarkSpec, obs: Observed, site
         if waited > plan.ready_timeout_seconds:
             why = obs.server.unschedulable or "health endpoint never answered"
             return _fail(d, spec, "ServerNotReady", f"not ready within {plan.ready_timeout_seconds}s: {why}")
+        d.due_in(plan.ready_timeout_seconds - waited)
         return d
     url = plan.server_url
     ready = st.condition(status, st.SERVER_READY)
@@ -421,6 +436,7 @@ def _offline_steps(
         if result is None and _silent(job, obs.now):
             reason, _ = st.step_failure(step.result, step.title, None, "")
             return _fail(d, spec, reason, f"{step.title}: the worker finished without publishing a result")
+        _silence_due(d, job, result, obs.now)
         st.step(status, step.title, i, total)
         if job is None:
             d.actions.append(RunStep(step))
@@ -469,6 +485,7 @@ def _run_steps(
         if not final and _silent(job, obs.now):
             reason, _ = st.step_failure(step.result, step.title, None, "")
             return _fail(d, spec, reason, f"{step.title}: the worker finished without publishing a result")
+        _silence_due(d, job, result, obs.now)
         st.step(status, _point_title(spec, status, plan) if step.result == "points" else step.title, i, total)
         if job is None:
             d.actions.append(RunStep(step))
@@ -578,6 +595,7 @@ def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed, site: Site)
                                f"servelab's result schema ({_first_errors(err)})")  # fmt: skip
     if _seconds_since(status.start_time, obs.now) > plan.total_timeout_seconds:
         return _fail_quant(d, "Timeout", f"quantization took over {plan.total_timeout_seconds}s")
+    d.due_in(plan.total_timeout_seconds - _seconds_since(status.start_time, obs.now))
     if job is None:
         d.actions.append(RunStep(step))
         st.step(status, step.title, 0, 1)
@@ -588,6 +606,7 @@ def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed, site: Site)
         return _fail_quant(d, "QuantizeFailed", str(why))
     if result is None and _silent(job, obs.now):
         return _fail_quant(d, "QuantizeFailed", "the quantize worker finished without publishing a result")
+    _silence_due(d, job, result, obs.now)
     if job.succeeded and result is not None:
         return _score_quantjob(d, owner, spec, obs, output)
     st.step(status, step.title, 0, 1)

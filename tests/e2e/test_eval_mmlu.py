@@ -64,8 +64,10 @@ def mmlu_set(root: Path) -> Path:
 
 @pytest.mark.parametrize("subsets", [SUBJECTS, None], ids=["subset_list", "every-subject"])
 def test_mmlu_known_scores(
-    scripted: tuple[str, list[str]], tmp_path: Path, subsets: list[str] | None
-) -> None:  # noqa: F811
+    scripted: tuple[str, list[str]],  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
+    subsets: list[str] | None,
+) -> None:
     """With spec.evaluation's subsets (subset_list), and without: the adapter's 57 subjects, of which only
     the set's two have questions."""
     url, prompts = scripted

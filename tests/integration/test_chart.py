@@ -48,3 +48,29 @@ def test_rendered_objects_pass_server_side_dry_run(helm: list[str], kubectl: lis
     out = run([*kubectl, "apply", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", "-"],
               yaml.safe_dump_all(local))  # fmt: skip
     assert "deployment.apps/lab-servelab created (server dry run)" in out
+
+
+def test_every_chart_value_reaches_the_operator_settings(
+    helm: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The values the Deployment passes as SERVELAB_* variables are read by Settings.from_env, with the
+    values given (no value the chart accepts and the operator ignores)."""
+    import inspect
+
+    from servelab.controller import settings as settings_module
+    from servelab.controller.settings import Settings
+
+    version = binaries(build=False).kube_version
+    rendered = run([*helm, "template", "lab", CHART, "--kube-version", version, "--set", "workerCpu=4", "--set", "workerMemory=6Gi",
+                    "--set", "resyncSeconds=120", "--set", "workerLimit=7"])  # fmt: skip
+    dep = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+    env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    source = inspect.getsource(settings_module)
+    for name in env:
+        assert f'"{name}"' in source, f"the chart sets {name}, which the operator never reads"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s = Settings.from_env()
+    assert (s.worker_cpu, s.worker_memory, s.resync, s.worker_limit) == ("4", "6Gi", 120.0, 7)
+    defaults = yaml.safe_load((repo_path("charts", "servelab") / "values.yaml").read_text())
+    assert defaults["resyncSeconds"] == Settings().resync and defaults["workerCpu"] == Settings().worker_cpu

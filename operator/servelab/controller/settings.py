@@ -20,10 +20,12 @@ class Settings:
     # namespaces watched ([] = all); --namespace on the command line adds to these
     namespaces: list[str] = field(default_factory=list)
     # Reconciling is watch-driven: a change of a child (Job, Deployment, server pod, result ConfigMap) or of
-    # a referenced QuantJob reconciles its owner at once. `resync` is the period (seconds) at which a running
-    # resource is decided again without any change, from memory (time-based decisions: timeouts); `interval`
-    # is the least time between two reconciles of one resource (a burst of child events is decided once).
-    resync: float = 30.0
+    # a referenced QuantJob reconciles its owner at once. Time-based decisions (timeouts, grace periods) wake
+    # their resource when they fall due (the decision's `wake_after`). `resync` is the longest a running
+    # resource waits without a change or a deadline (a safety net for a missed event: decided from memory,
+    # nothing written unless something changed); `interval` is the least time between two reconciles of one
+    # resource (a burst of child events is decided once).
+    resync: float = 300.0
     interval: float = 0.2
     # kopf watch timeouts (see kopf's notes on silent watch freezes)
     server_timeout: int = 120
@@ -56,11 +58,12 @@ class Settings:
         images = {k: v for k, v in json.loads(_env("SERVELAB_WORKER_IMAGES", "{}")).items()}
         labels = {k: v for k, v in json.loads(_env("SERVELAB_EXTRA_POD_LABELS", "{}")).items()}
         return cls(
-            namespaces=ns, resync=float(_env("SERVELAB_RESYNC", "30")),
+            namespaces=ns, resync=float(_env("SERVELAB_RESYNC", "300")),
             interval=min(float(_env("SERVELAB_INTERVAL", "0.2")), 1.0),
             server_timeout=int(_env("SERVELAB_WATCH_SERVER_TIMEOUT", "120")),
             client_timeout=int(_env("SERVELAB_WATCH_CLIENT_TIMEOUT", "150")),
             worker_limit=int(_env("SERVELAB_WORKER_LIMIT", "16")), worker_images=images,
+            worker_cpu=_env("SERVELAB_WORKER_CPU", "1"), worker_memory=_env("SERVELAB_WORKER_MEMORY", "2Gi"),
             image_pull_policy=_env("SERVELAB_IMAGE_PULL_POLICY", "IfNotPresent"), extra_pod_labels=labels,
             metrics_port=int(_env("SERVELAB_METRICS_PORT", "8080")),
         )  # fmt: skip
