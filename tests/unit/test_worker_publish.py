@@ -164,3 +164,46 @@ def test_configmap_sink_refuses_oversized_results(fake_api: tuple[FakeApi, str])
     sink = ConfigMapSink("ns", "n", "k", None, api_server=url, token="t")
     with pytest.raises(PublishError, match="over the"):
         sink.publish({"blob": "x" * (1024 * 1024)})
+
+
+def test_a_failed_llama_bench_publishes_why(tmp_path: Path) -> None:
+    """A worker step that fails publishes its reason (llama-bench published nothing, so status said only
+    "job failed"); the core's failure message then carries it."""
+    import subprocess
+    import sys
+
+    from servelab import status as st
+
+    fake = tmp_path / "llama-bench"
+    fake.write_text("#!/bin/sh\necho 'error: failed to load model /m.gguf' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "servelab", "worker", "llamabench", "--model", "/m.gguf",
+                           "--program", str(fake), "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 1 and "llama-bench failed: llama-bench exited 3" in proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["kind"] == "bench" and "failed to load model /m.gguf" in result["reason"]
+    reason, message = st.step_failure("bench", "llama-bench", result, "job failed")
+    assert reason == "LoadFailed" and "failed to load model /m.gguf" in message
+
+
+def test_publish_outcome_publishes_the_result_or_the_reason(tmp_path: Path) -> None:
+    from servelab.workers.common import WorkerError
+    from servelab.workers.publish import FileSink, publish_outcome
+
+    sink = FileSink(tmp_path / "r.json")
+    assert publish_outcome("x", sink, lambda: {"kind": "x", "rows": [1]}, (WorkerError,), "x") == {
+        "kind": "x", "rows": [1]}  # fmt: skip
+    assert json.loads((tmp_path / "r.json").read_text())["rows"] == [1]
+
+    def boom() -> dict[str, object]:
+        raise WorkerError("no arguments")
+
+    assert publish_outcome("x", sink, boom, (WorkerError,), "x") is None
+    assert json.loads((tmp_path / "r.json").read_text()) == {"kind": "x", "reason": "no arguments"}
+
+    def other() -> dict[str, object]:
+        raise KeyError("a bug is not a reason: it propagates")
+
+    with pytest.raises(KeyError):
+        publish_outcome("x", sink, other, (WorkerError,), "x")

@@ -176,16 +176,12 @@ def run_benchy(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from servelab.workers.publish import sink_from_spec
+    from servelab.workers.publish import publish_outcome, sink_from_spec
 
     sink = sink_from_spec(args.result, default_file=args.out / "result.json")
-    try:
-        result = run_benchy(args)
-    except WorkerError as exc:
-        sink.publish({"kind": "benchy", "reason": str(exc)})
-        print(f"error: {exc}", file=sys.stderr)
+    result = publish_outcome("benchy", sink, lambda: run_benchy(args), (WorkerError,), "llama-benchy")
+    if result is None:
         return 1
-    sink.publish(result)
     print(table([LlamaBenchyResult.model_validate(r) for r in result["benchy"]]))
     print(f"published {len(result['benchy'])} llama-benchy rows to {sink.describe()}")
     return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -154,15 +153,13 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from servelab.workers.publish import sink_from_spec
+    from servelab.workers.publish import publish_outcome, sink_from_spec
 
     sink = sink_from_spec(args.result, default_file=args.out / "result.json")
-    try:
-        result = run_bench(args)
-    except (WorkerError, OSError, subprocess.TimeoutExpired) as exc:
-        print(f"llama-bench failed: {exc}", file=sys.stderr)
+    errors = (WorkerError, OSError, subprocess.TimeoutExpired)
+    result = publish_outcome("bench", sink, lambda: run_bench(args), errors, "llama-bench")
+    if result is None:
         return 1
-    sink.publish(result)
     for row in result["bench"]:
         print(
             f"{row['test']:>18}  {row['avgTokensPerSecond']:10.2f} ± {row['stddevTokensPerSecond']:.2f} t/s"

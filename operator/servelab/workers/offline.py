@@ -101,16 +101,14 @@ def run_offline(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from servelab.workers.publish import sink_from_spec
+    from servelab.workers.publish import publish_outcome, sink_from_spec
 
     sink = sink_from_spec(args.result, default_file=args.out / "result.json")
-    try:
-        result = run_offline(args)
-    except WorkerError as exc:
-        sink.publish({"kind": "offline", "reason": str(exc)})
-        print(f"error: {exc}", file=sys.stderr)
+    result = publish_outcome(
+        "offline", sink, lambda: run_offline(args), (WorkerError,), "vllm bench throughput"
+    )
+    if result is None:
         return 1
-    sink.publish(result)
     r = result["offline"]
     print(f"offline: {r['requests']} requests in {r['elapsedSeconds']:.2f}s: {r['requestsPerSecond']:.2f} req/s, "
           f"{r['tokensPerSecond']:.1f} total tok/s, {r.get('outputTokensPerSecond') or 0:.1f} output tok/s")  # fmt: skip

@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import sys
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -224,3 +225,23 @@ def sink_from_spec(spec: str | None, default_file: str | os.PathLike[str] | None
         labels = json.loads(os.environ.get(LABELS_ENV) or "{}")
         return ConfigMapSink(parts[0], parts[1], parts[2], owner_ref_from_env(), labels=labels)
     raise PublishError(f"unknown result sink {spec!r} (file:PATH or configmap:NS/NAME/KEY)")
+
+
+def publish_outcome(
+    kind: str,
+    sink: ResultSink,
+    produce: Callable[[], dict[str, Any]],
+    errors: tuple[type[BaseException], ...],
+    what: str,
+) -> dict[str, Any] | None:
+    """A worker step's measurement, published: what `produce` returns, or, when it raises one of
+    `errors`, `{"kind": kind, "reason": ...}` (the step's failure then says why in status, not only
+    "job failed") with the reason printed as `what failed: ...`; None then."""
+    try:
+        result = produce()
+    except errors as exc:
+        sink.publish({"kind": kind, "reason": str(exc)})
+        print(f"{what} failed: {exc}", file=sys.stderr)
+        return None
+    sink.publish(result)
+    return result
