@@ -48,6 +48,7 @@ from servelab import GROUP, VERSION
 from servelab.paths import repo_path
 from servelab_dev import controlplane
 from servelab_dev.controlplane import FakeNode, LocalCluster, binaries
+from servelab_dev.results import publish_job_result
 
 OP_NS, OP_SA = "servelab-system", "lab-servelab"  # the chart's ServiceAccount of release "lab"
 OP_USER = f"system:serviceaccount:{OP_NS}:{OP_SA}"
@@ -385,21 +386,7 @@ class Bench:
 
     def publish(self, job: Any, result: dict[str, Any]) -> None:
         """A step's result ConfigMap, where and how its Job's environment says (a later one replaces it)."""
-        env = {e.name: e.value for e in job.spec.template.spec.containers[0].env or [] if e.value is not None}
-        _, target = env["SERVELAB_RESULT_SINK"].split(":", 1)
-        ns, name, key = target.split("/")
-        labels = {**json.loads(env["SERVELAB_RESULT_LABELS"]), "app.kubernetes.io/managed-by": "servelab",
-                  "servelab.dev/result": "true"}  # fmt: skip
-        cm = {"apiVersion": "v1", "kind": "ConfigMap",
-              "metadata": {"name": name, "namespace": ns, "labels": labels,
-                           "ownerReferences": [json.loads(env["SERVELAB_OWNER_REF"])]},
-              "data": {key: json.dumps(result)}}  # fmt: skip
-        try:
-            self.core.create_namespaced_config_map(ns, cm)
-        except ApiException as err:
-            if err.status != 409:
-                raise
-            self.core.patch_namespaced_config_map(name, ns, {"data": cm["data"]})
+        publish_job_result(self.core, job, result)
 
     def idle(self, count: int) -> bool:
         """Every benchmark Running with its server Ready and its load Job's pod Running."""

@@ -31,7 +31,6 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 from operator_fixtures import run_operator
 
 from gitops_adapters import (
@@ -52,6 +51,7 @@ from servelab.paths import repo_path
 from servelab_dev.controlplane import FAKE_RESULT_LABEL, LocalCluster
 from servelab_dev.kubelet import LABEL as EXECUTOR_LABEL
 from servelab_dev.kubelet import PodExecutor, wait_for
+from servelab_dev.results import publish_job_result
 
 pytestmark = pytest.mark.integration
 REFRESH = os.environ.get("SERVELAB_REFRESH_GITOPS_TESTDATA") == "1"
@@ -175,20 +175,7 @@ class Publisher:
                 result = {"kind": "perf", "partial": True, "clientReady": True, "points": []}
             if result is None:
                 continue
-            env = {e.name: e.value for e in job.spec.template.spec.containers[0].env if e.value is not None}
-            sink = env["SERVELAB_RESULT_SINK"].removeprefix("configmap:")
-            ns, name, key = sink.split("/")
-            cm = client.V1ConfigMap(
-                metadata=client.V1ObjectMeta(name=name, namespace=ns, labels=json.loads(env["SERVELAB_RESULT_LABELS"]),
-                                             owner_references=[json.loads(env["SERVELAB_OWNER_REF"])]),
-                data={key: json.dumps(result)},
-            )  # fmt: skip
-            try:
-                self.core.create_namespaced_config_map(ns, cm)
-            except ApiException as err:
-                if err.status != 409:
-                    raise
-                self.core.patch_namespaced_config_map(name, ns, {"data": cm.data})  # after its client-ready
+            publish_job_result(self.core, job, result)  # replaces its client-ready result
             if owner not in self.hold:
                 self.done.add(job.metadata.name)
 

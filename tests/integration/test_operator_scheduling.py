@@ -3,7 +3,6 @@ server, unschedulable and never-ready servers, a missing QuantJob, deletion clea
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +15,7 @@ from operator_fixtures import RunningOperator
 from servelab import GROUP, VERSION
 from servelab.names import child_name
 from servelab_dev.kubelet import wait_for
+from servelab_dev.results import publish_job_result
 
 pytestmark = pytest.mark.integration
 CLIENT_READY = {"kind": "perf", "partial": True, "clientReady": True, "points": []}
@@ -36,18 +36,9 @@ def clients_ready(kube: client.ApiClient, namespace: str) -> Iterator[None]:
             for job in jobs:
                 if job.metadata.uid in done:
                     continue
-                env = {e.name: e.value for e in job.spec.template.spec.containers[0].env or [] if e.value}
-                ns, name, key = env["SERVELAB_RESULT_SINK"].removeprefix("configmap:").split("/")
-                cm = client.V1ConfigMap(
-                    metadata=client.V1ObjectMeta(name=name, namespace=ns, labels=json.loads(env["SERVELAB_RESULT_LABELS"]),
-                                                 owner_references=[json.loads(env["SERVELAB_OWNER_REF"])]),
-                    data={key: json.dumps(CLIENT_READY)},
-                )  # fmt: skip
-                try:
-                    core.create_namespaced_config_map(ns, cm)
-                except ApiException as err:
-                    if err.status not in (404, 409):
-                        raise
+                publish_job_result(
+                    core, job, CLIENT_READY, replace=False
+                )  # once: later results are the test's
                 done.add(job.metadata.uid)
 
     thread = threading.Thread(target=publish, name="clients-ready", daemon=True)
