@@ -6,10 +6,14 @@ import contextlib
 import json
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from servelab.toolchain import envs
 
@@ -147,3 +151,28 @@ def make_punkt_tab(root: Path) -> dict[str, object]:
         raise RuntimeError(f"training the Punkt model failed:\n{proc.stdout}{proc.stderr}")
     info: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
     return info
+
+
+def servelab_run(
+    tmp_path: Path,
+    docs: dict[str, Any] | list[dict[str, Any]],
+    timeout: float,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`servelab run -f MANIFEST --runs-dir RUNS` of these resources (one or several documents), as a user
+    runs it; asserts it exited 0 (its output's tails otherwise) and returns it with the runs directory."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs if isinstance(docs, list) else [docs]))
+    runs = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(manifest), "--runs-dir", str(runs)],
+                          capture_output=True, text=True, timeout=timeout, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    return proc, runs
+
+
+def run_status(runs: Path, kind: str, name: str) -> dict[str, Any]:
+    """The status `servelab run` wrote for one resource (runs/<kind>-<name>/status.yaml)."""
+    status: dict[str, Any] = yaml.safe_load((runs / f"{kind.lower()}-{name}" / "status.yaml").read_text())[
+        "status"
+    ]
+    return status

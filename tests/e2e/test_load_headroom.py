@@ -11,14 +11,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from e2e_support import run_worker
+from e2e_support import run_worker, servelab_run
 
 from servelab.toolchain import envs
 from servelab_dev.tinymodel import ensure_tiny_gguf
@@ -116,12 +114,7 @@ def test_one_llama_server_slot_is_named_as_the_cap(
         "metadata": {"name": "slots"},
         "spec": spec,
     }
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(yaml.safe_dump(doc))
-    runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(manifest), "--runs-dir", str(runs)],
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc, runs = servelab_run(tmp_path, doc, timeout=900)
     print(proc.stdout[-3000:])
     status = yaml.safe_load((runs / "servebenchmark-slots" / "status.yaml").read_text())["status"]
     rows = {r["concurrency"]: r for r in status["results"]}

@@ -4,12 +4,11 @@ build) against the file: write-up 003's pp/tg @ depth table in status and in ser
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from e2e_support import servelab_run
 
 pytestmark = pytest.mark.e2e
 
@@ -26,12 +25,7 @@ def test_llama_bench_table_in_status_and_output(tmp_path: Path) -> None:
                     "llamaBench": {"promptTokens": [64], "genTokens": [16], "depths": [0, 128], "repetitions": 2,
                                    "threads": 2},
                     "timeouts": {"serverReadySeconds": 120}}}  # fmt: skip
-    f = tmp_path / "m.yaml"
-    f.write_text(yaml.safe_dump(doc))
-    runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    proc, runs = servelab_run(tmp_path, doc, timeout=900)
     status = yaml.safe_load((runs / "servebenchmark-tiny-bench" / "status.yaml").read_text())["status"]
     assert status["phase"] == "Succeeded"
     rows = status["llamaBench"]

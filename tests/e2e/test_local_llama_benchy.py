@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from e2e_support import servelab_run
 
 pytestmark = pytest.mark.e2e
 
@@ -36,12 +37,7 @@ def test_llama_benchy_depth_sweep_beside_the_depth_client(tmp_path: Path) -> Non
                                     "coherenceCheck": False, "corpusPath": str(book)},
                     "contextSweep": {"depths": [0, 64], "promptTokens": 32, "genTokens": 8, "runs": 2},
                     "timeouts": {"serverReadySeconds": 120}}}  # fmt: skip
-    f = tmp_path / "m.yaml"
-    f.write_text(yaml.safe_dump(doc))
-    runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    proc, runs = servelab_run(tmp_path, doc, timeout=900)
     d = runs / "servebenchmark-tiny-benchy"
     status = yaml.safe_load((d / "status.yaml").read_text())["status"]
     assert status["phase"] == "Succeeded"

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from e2e_support import servelab_run
 
 pytestmark = pytest.mark.e2e
 
@@ -28,12 +28,7 @@ def test_mlx_lm_server_swept_by_evalscope(tmp_path: Path) -> None:
                     "load": {"parallel": [1, 2], "number": [2, 4], "minPromptLength": 16, "maxPromptLength": 16,
                              "maxTokens": 8, "pointTimeoutSeconds": 300, "warmupRequests": 1},
                     "timeouts": {"serverReadySeconds": 300}}}  # fmt: skip
-    f = tmp_path / "m.yaml"
-    f.write_text(yaml.safe_dump(doc))
-    runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
-                          capture_output=True, text=True, timeout=1200)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    _proc, runs = servelab_run(tmp_path, doc, timeout=1200)
     status = yaml.safe_load((runs / "servebenchmark-tiny-mlx" / "status.yaml").read_text())["status"]
     assert status["phase"] == "Succeeded", status.get("message")
     command = status["provenance"]["command"]

@@ -13,11 +13,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from e2e_support import servelab_run
 
 pytestmark = pytest.mark.e2e
 
@@ -40,13 +40,8 @@ def test_modelscope_gguf_served_by_llamacpp_from_the_cache(tmp_path: Path) -> No
                     "engine": {"name": "llamacpp", "maxModelLen": 1024},
                     "llamaBench": {"promptTokens": [32], "genTokens": [8], "repetitions": 1, "threads": 2},
                     "timeouts": {"serverReadySeconds": 120}}}  # fmt: skip
-    f = tmp_path / "m.yaml"
-    f.write_text(yaml.safe_dump(doc))
-    runs = tmp_path / "runs"
     env = {**os.environ, "MODELSCOPE_CACHE": str(cache)}
-    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
-                          capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    proc, runs = servelab_run(tmp_path, doc, timeout=900, env=env)
     run = runs / "servebenchmark-ms-tiny"
     status = yaml.safe_load((run / "status.yaml").read_text())["status"]
     assert status["phase"] == "Succeeded", status.get("message")
@@ -119,13 +114,8 @@ def test_a_quantjob_converts_a_modelscope_repository_from_the_cache(tmp_path: Pa
         "metadata": {"name": "ms-q"},
         "spec": qj,
     }
-    f = tmp_path / "q.yaml"
-    f.write_text(yaml.safe_dump(doc))
-    runs = tmp_path / "runs"
     env = {**os.environ, "MODELSCOPE_CACHE": str(cache)}
-    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
-                          capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    _proc, runs = servelab_run(tmp_path, doc, timeout=900, env=env)
     status = yaml.safe_load((runs / "quantjob-ms-q" / "status.yaml").read_text())["status"]
     link = runs.resolve() / "pvc" / ".modelscope" / "repos" / "servelab" / "tiny-qwen3"
     assert status["phase"] == "Succeeded" and status["model"] == str(link)
@@ -159,13 +149,8 @@ def test_transformers_serves_a_modelscope_repository_from_the_cache(tmp_path: Pa
                     "load": {"parallel": [1], "number": [2], "minPromptLength": 16, "maxPromptLength": 16,
                              "maxTokens": 8, "pointTimeoutSeconds": 600},
                     "timeouts": {"serverReadySeconds": 900}}}  # fmt: skip
-    f = tmp_path / "m.yaml"
-    f.write_text(yaml.safe_dump(doc))
-    runs = tmp_path / "runs"
     env = {**os.environ, "MODELSCOPE_CACHE": str(cache)}
-    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
-                          capture_output=True, text=True, timeout=2400, env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    _proc, runs = servelab_run(tmp_path, doc, timeout=2400, env=env)
     status = yaml.safe_load((runs / "servebenchmark-ms-hf" / "status.yaml").read_text())["status"]
     link = runs.resolve() / "pvc" / ".modelscope" / "repos" / "servelab" / "tiny-qwen3"
     assert status["phase"] == "Succeeded", status.get("message")

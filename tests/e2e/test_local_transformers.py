@@ -4,12 +4,11 @@ evalscope perf, one point per concurrency, with and without continuous batching;
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from e2e_support import servelab_run
 
 pytestmark = pytest.mark.e2e
 
@@ -34,12 +33,7 @@ def test_transformers_serve_swept_by_evalscope(tmp_path: Path) -> None:
         bench("tiny-hf", tiny, {}),
         bench("tiny-hf-cb", tiny, {"continuousBatching": True, "cbNumBlocks": 64}),
     ]
-    f = tmp_path / "m.yaml"
-    f.write_text(yaml.safe_dump_all(docs))
-    runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
-                          capture_output=True, text=True, timeout=2400)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    proc, runs = servelab_run(tmp_path, docs, timeout=2400)
     for name, cb in (("tiny-hf", False), ("tiny-hf-cb", True)):
         status = yaml.safe_load((runs / f"servebenchmark-{name}" / "status.yaml").read_text())["status"]
         assert status["phase"] == "Succeeded", status.get("message")

@@ -4,12 +4,11 @@ it -> a ServeBenchmark serves it again with vLLM for an evalscope perf sweep."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from e2e_support import servelab_run
 
 pytestmark = pytest.mark.e2e
 
@@ -39,12 +38,7 @@ def test_fp8_quantjob_served_by_vllm_cpu_and_swept(tmp_path: Path) -> None:
                            "maxTokens": 4, "minTokens": 4, "pointTimeoutSeconds": 900},
                   "timeouts": {"serverReadySeconds": 900}}},
     ]  # fmt: skip
-    f = tmp_path / "m.yaml"
-    f.write_text(yaml.safe_dump_all(docs))
-    runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
-                          capture_output=True, text=True, timeout=2400)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    _proc, runs = servelab_run(tmp_path, docs, timeout=2400)
     q = yaml.safe_load((runs / "quantjob-fp8" / "status.yaml").read_text())["status"]
     (variant,) = q["variants"]
     cfg = variant["quantizationConfig"]

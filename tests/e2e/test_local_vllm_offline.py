@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from e2e_support import servelab_run
 
 pytestmark = pytest.mark.e2e
 
@@ -31,12 +32,7 @@ def test_offline_throughput_beside_the_served_point(tmp_path: Path) -> None:
                     "load": {"parallel": [1], "number": [2], "minPromptLength": 16, "maxPromptLength": 16,
                              "maxTokens": 8, "minTokens": 8, "pointTimeoutSeconds": 600},
                     "timeouts": {"serverReadySeconds": 900}}}  # fmt: skip
-    f = tmp_path / "m.yaml"
-    f.write_text(yaml.safe_dump(doc))
-    runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(f), "--runs-dir", str(runs)],
-                          capture_output=True, text=True, timeout=2400)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    proc, runs = servelab_run(tmp_path, doc, timeout=2400)
     d = runs / "servebenchmark-tiny-offline"
     status = yaml.safe_load((d / "status.yaml").read_text())["status"]
     assert status["phase"] == "Succeeded"

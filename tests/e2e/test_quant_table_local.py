@@ -7,13 +7,12 @@ each concurrency, the speed-up against the base and the size ratio, computed fro
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from e2e_support import servelab_run
 from test_eval_mmlu import SUBJECTS, mmlu_set
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
@@ -43,13 +42,11 @@ def test_quantjob_status_has_size_ratio_memory_and_speedup(tiny: Path, tmp_path:
     }  # fmt: skip
     qj = {"model": {"path": str(tiny)}, "method": "gguf", "gguf": {"imatrix": False, "variants": [{"type": "Q4_K_M"}]},
           "output": {"path": str(tmp_path / "out")}, "evaluation": evaluation}  # fmt: skip
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(yaml.safe_dump({"apiVersion": "servelab.dev/v1alpha1", "kind": "QuantJob",
-                                        "metadata": {"name": "q"}, "spec": qj}))  # fmt: skip
-    runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "servelab", "run", "-f", str(manifest), "--runs-dir", str(runs)],
-                          capture_output=True, text=True, timeout=1100)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc, runs = servelab_run(
+        tmp_path,
+        {"apiVersion": "servelab.dev/v1alpha1", "kind": "QuantJob", "metadata": {"name": "q"}, "spec": qj},
+        timeout=1100,
+    )
     q: dict[str, Any] = json.loads((runs / "quantjob-q" / "status.json").read_text())["status"]
     assert q["phase"] == "Succeeded", q.get("message")
     base, variant = q["base"], q["variants"][0]
