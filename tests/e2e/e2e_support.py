@@ -168,11 +168,3 @@ def servelab_run(
                           capture_output=True, text=True, timeout=timeout, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     return proc, runs
-
-
-def run_status(runs: Path, kind: str, name: str) -> dict[str, Any]:
-    """The status `servelab run` wrote for one resource (runs/<kind>-<name>/status.yaml)."""
-    status: dict[str, Any] = yaml.safe_load((runs / f"{kind.lower()}-{name}" / "status.yaml").read_text())[
-        "status"
-    ]
-    return status
