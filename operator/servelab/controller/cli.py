@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,25 +31,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true")
 
 
+def _libc() -> object | None:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def trim_memory_periodically(interval: float = 60.0) -> bool:
+    """Every `interval` seconds hand the heap's free pages back to the system (glibc `malloc_trim`): a
+    burst of creations leaves freed memory that glibc otherwise keeps resident. A daemon thread; a few
+    milliseconds per call. False where this is not glibc."""
+    import threading
+
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return False
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            trim(0)
+
+    threading.Thread(target=loop, name="malloc-trim", daemon=True).start()
+    return True
+
+
 def fewer_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas (M_ARENA_MAX) before the API thread pool starts: each thread that
     allocates otherwise gets an arena of its own (up to 8 per core), and their fragmentation is resident
     memory that grows with the number of live resources (docs/scale.md). MALLOC_ARENA_MAX in the
     environment wins. False where this is not glibc."""
-    import ctypes
-    import ctypes.util
-
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX is -8 in glibc's malloc.h
-    except (OSError, AttributeError):
-        return False
+    mallopt = getattr(_libc(), "mallopt", None)
+    return bool(mallopt(-8, arenas)) if mallopt is not None else False  # M_ARENA_MAX is -8 in malloc.h
 
 
 def run(args: argparse.Namespace) -> int:
     fewer_malloc_arenas()
+    trim_memory_periodically()
     if args.local_pods:
         os.environ["SERVELAB_EXTRA_POD_LABELS"] = '{"servelab.dev/executor": "local"}'
     if args.metrics_port is not None:
