@@ -40,7 +40,7 @@ class OperatorProcess:
     def start(self) -> OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "SERVELAB_METRICS_PORT": "0",
                "SERVELAB_EXTRA_POD_LABELS": json.dumps({LOCAL: "local"}), "SERVELAB_INTERVAL": "0.1",
-               "SERVELAB_RESYNC": "3", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+               "SERVELAB_RESYNC": "900", "PYTHONUNBUFFERED": "1"}  # fmt: skip
         with self.log.open("ab") as out:
             out.write(f"\n==== start {self.starts + 1} {now()}\n".encode())
             self.proc = subprocess.Popen(

@@ -45,7 +45,8 @@ METRICS_PORT = free_port()
 os.environ.setdefault("SERVELAB_EXTRA_POD_LABELS", '{"servelab.dev/executor": "local"}')
 os.environ.setdefault("SERVELAB_METRICS_PORT", str(METRICS_PORT))
 os.environ.setdefault("SERVELAB_INTERVAL", "0.1")
-os.environ.setdefault("SERVELAB_RESYNC", "3")
+# no resync within a test: the operator must act on watches and on each resource's own deadlines alone
+os.environ.setdefault("SERVELAB_RESYNC", "900")
 
 
 def chart_rbac(namespace: str | None) -> tuple[str, list[dict[str, Any]]]:
