@@ -5,9 +5,10 @@ Watch-driven. Each unfinished resource has one kopf daemon: it decides (with the
 What wakes it: a change of one of its children, seen by the child watches (`kube.ChildCache`, keyed by
 the owner-uid label: no LIST per reconcile, no reads of results that did not change); a change of the
 QuantJob a benchmark waits for, or of a QuantJob's scoring ServeBenchmarks (kopf indexes kept by the
-watches of servelab's own resources); a change of its own spec; and a slow resync (`SETTINGS.resync`)
-for what only time changes (timeouts), which decides from memory and writes nothing unless the status
-changed. Finished resources have no daemon; a spec change (new generation) starts one again.
+watches of servelab's own resources); a change of its own spec; its next deadline (what only time
+changes: timeouts, grace periods; the decision's `wake_after`); and a slow safety resync
+(`SETTINGS.resync`, 300 s) in case an event was missed, which decides from memory and writes nothing
+unless the status changed. Finished resources have no daemon; a spec change (new generation) starts one again.
 
 Decisions never act on stale status: the status a write stored (the patch's answer) is what the next
 decision starts from, until the watch has delivered it; every write is guarded by the resourceVersion
