@@ -184,20 +184,17 @@ def _seconds_since(ts: str | None, now: datetime) -> float:
     return (now - datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)).total_seconds()
 
 
-def _silence_due(d: Decision, job: JobState | None, result: dict[str, Any] | None, now: datetime) -> None:
-    """A step whose Job finished without a (final) result is failed RESULT_GRACE_SECONDS after: due then."""
-    if job and job.succeeded and job.completed_at and (result is None or result.get("partial")):
-        d.due_in(RESULT_GRACE_SECONDS - (now - job.completed_at).total_seconds())
-
-
-def _silent(job: JobState | None, now: datetime) -> bool:
-    """The step finished successfully but its worker never published a result."""
-    return bool(
-        job
-        and job.succeeded
-        and job.completed_at
-        and (now - job.completed_at).total_seconds() > RESULT_GRACE_SECONDS
-    )
+def _silent(d: Decision, job: JobState | None, now: datetime) -> bool:
+    """The step's Job finished successfully but its worker never published a (final) result: true once
+    RESULT_GRACE_SECONDS have passed since it finished; until then the decision is due at that moment.
+    Callers ask only while the result is missing."""
+    if not (job and job.succeeded and job.completed_at):
+        return False
+    waited = (now - job.completed_at).total_seconds()
+    if waited > RESULT_GRACE_SECONDS:
+        return True
+    d.due_in(RESULT_GRACE_SECONDS - waited)
+    return False
 
 
 def _fresh(kind: type[ServeBenchmarkStatus] | type[QuantJobStatus], obs: Observed) -> Any:
@@ -433,10 +430,9 @@ def _offline_steps(
             return _fail(d, spec, reason, message)
         if job and job.succeeded and result is not None:
             continue
-        if result is None and _silent(job, obs.now):
+        if result is None and _silent(d, job, obs.now):
             reason, _ = st.step_failure(step.result, step.title, None, "")
             return _fail(d, spec, reason, f"{step.title}: the worker finished without publishing a result")
-        _silence_due(d, job, result, obs.now)
         st.step(status, step.title, i, total)
         if job is None:
             d.actions.append(RunStep(step))
@@ -482,10 +478,9 @@ def _run_steps(
         final = result is not None and not result.get("partial")
         if job and job.succeeded and (final or step.result == "warmup"):
             continue
-        if not final and _silent(job, obs.now):
+        if not final and _silent(d, job, obs.now):
             reason, _ = st.step_failure(step.result, step.title, None, "")
             return _fail(d, spec, reason, f"{step.title}: the worker finished without publishing a result")
-        _silence_due(d, job, result, obs.now)
         st.step(status, _point_title(spec, status, plan) if step.result == "points" else step.title, i, total)
         if job is None:
             d.actions.append(RunStep(step))
@@ -604,9 +599,8 @@ def decide_quantjob(owner: Owner, spec: QuantJobSpec, obs: Observed, site: Site)
     if job.failed:
         why = (result or {}).get("reason") or job.message or "quantize job failed"
         return _fail_quant(d, "QuantizeFailed", str(why))
-    if result is None and _silent(job, obs.now):
+    if result is None and _silent(d, job, obs.now):
         return _fail_quant(d, "QuantizeFailed", "the quantize worker finished without publishing a result")
-    _silence_due(d, job, result, obs.now)
     if job.succeeded and result is not None:
         return _score_quantjob(d, owner, spec, obs, output)
     st.step(status, step.title, 0, 1)
