@@ -270,6 +270,37 @@ def parse_point_dir(point_dir: Path) -> PointFigures:
     return figures
 
 
+def _pooled(parts: list[PointFigures], what: str) -> PointFigures:
+    """Counts and token sums added up and every per-request record pooled, from the parts of one point
+    (its repetitions, or its client shards); each part's warnings kept, named by `what` and number."""
+    f = PointFigures(source="+".join(sorted({p.source for p in parts})))
+    for i, p in enumerate(parts):
+        f.total += p.total
+        f.succeeded += p.succeeded
+        f.failed += p.failed
+        f.sum_prompt_tokens += p.sum_prompt_tokens
+        f.sum_output_tokens += p.sum_output_tokens
+        f.output_token_counts += p.output_token_counts
+        f.requests += p.requests
+        f.timings += p.timings
+        f.ttfts += p.ttfts
+        f.tpots += p.tpots
+        f.latencies += p.latencies
+        f.warnings += [f"{what} {i + 1}: {w}" for w in p.warnings]
+    return f
+
+
+def _over_records(f: PointFigures, parts: list[PointFigures]) -> bool:
+    """Means and p99s of the pooled `f` over all its requests, where every part kept per-request
+    records; False (nothing set) where one did not."""
+    if not all(p.source == "db" or p.requests for p in parts):
+        return False
+    f.avg_latency_seconds, f.p99_latency_seconds = mean(f.latencies), percentile(f.latencies, 99)
+    f.avg_ttft_seconds, f.p99_ttft_seconds = mean(f.ttfts), percentile(f.ttfts, 99)
+    f.avg_tpot_seconds, f.p99_tpot_seconds = mean(f.tpots), percentile(f.tpots, 99)
+    return True
+
+
 def merge_figures(reps: list[PointFigures]) -> PointFigures:
     """One point's figures from its repetitions: counts and token sums add up, the duration is the measured
     load time (sum), means and percentiles are over all requests of all repetitions (never averaged
@@ -277,20 +308,7 @@ def merge_figures(reps: list[PointFigures]) -> PointFigures:
     spread). Figures read from a summary alone (no per-request records) give weighted means, no p99."""
     if len(reps) == 1:
         return reps[0]
-    f = PointFigures(source="+".join(sorted({r.source for r in reps})))
-    for i, r in enumerate(reps):
-        f.total += r.total
-        f.succeeded += r.succeeded
-        f.failed += r.failed
-        f.sum_prompt_tokens += r.sum_prompt_tokens
-        f.sum_output_tokens += r.sum_output_tokens
-        f.output_token_counts += r.output_token_counts
-        f.requests += r.requests
-        f.timings += r.timings
-        f.ttfts += r.ttfts
-        f.tpots += r.tpots
-        f.latencies += r.latencies
-        f.warnings += [f"repetition {i + 1}: {w}" for w in r.warnings]
+    f = _pooled(reps, "repetition")
     durations = [r.duration_seconds for r in reps if r.duration_seconds is not None]
     f.duration_seconds = sum(durations) if durations else None
 
@@ -306,12 +324,7 @@ def merge_figures(reps: list[PointFigures]) -> PointFigures:
     f.rps = rate("rps")
     f.output_tokens_per_second = rate("output_tokens_per_second")
     f.total_tokens_per_second = rate("total_tokens_per_second")
-    records = all(r.source == "db" or r.requests for r in reps)  # every repetition kept per-request records
-    if records:
-        f.avg_latency_seconds, f.p99_latency_seconds = mean(f.latencies), percentile(f.latencies, 99)
-        f.avg_ttft_seconds, f.p99_ttft_seconds = mean(f.ttfts), percentile(f.ttfts, 99)
-        f.avg_tpot_seconds, f.p99_tpot_seconds = mean(f.tpots), percentile(f.tpots, 99)
-    else:
+    if not _over_records(f, reps):
         f.avg_latency_seconds = weighted("avg_latency_seconds")
         f.avg_ttft_seconds = weighted("avg_ttft_seconds")
         f.avg_tpot_seconds = weighted("avg_tpot_seconds")
@@ -334,31 +347,14 @@ def combine_shards(shards: list[PointFigures]) -> PointFigures:
     percentiles are over all requests (never averaged shard percentiles)."""
     if len(shards) == 1:
         return shards[0]
-    f = PointFigures(source="+".join(sorted({s.source for s in shards})))
-    for i, s in enumerate(shards):
-        f.total += s.total
-        f.succeeded += s.succeeded
-        f.failed += s.failed
-        f.sum_prompt_tokens += s.sum_prompt_tokens
-        f.sum_output_tokens += s.sum_output_tokens
-        f.output_token_counts += s.output_token_counts
-        f.requests += s.requests
-        f.timings += s.timings
-        f.ttfts += s.ttfts
-        f.tpots += s.tpots
-        f.latencies += s.latencies
-        f.warnings += [f"shard {i + 1}: {w}" for w in s.warnings]
+    f = _pooled(shards, "shard")
     if f.timings:
         f.duration_seconds = max(e for _, e in f.timings) - min(s for s, _ in f.timings)
     else:  # no per-request timings: the longest shard is the span
         durations = [s.duration_seconds for s in shards if s.duration_seconds is not None]
         f.duration_seconds = max(durations) if durations else None
         f.warnings.append("a shard kept no request timings: the point's span is its longest shard's")
-    if all(s.source == "db" or s.requests for s in shards):
-        f.avg_latency_seconds, f.p99_latency_seconds = mean(f.latencies), percentile(f.latencies, 99)
-        f.avg_ttft_seconds, f.p99_ttft_seconds = mean(f.ttfts), percentile(f.ttfts, 99)
-        f.avg_tpot_seconds, f.p99_tpot_seconds = mean(f.tpots), percentile(f.tpots, 99)
-    else:
+    if not _over_records(f, shards):
         f.warnings.append("a shard kept no per-request records: no figures over the point")
     n = f.succeeded
     f.avg_input_tokens = f.sum_prompt_tokens / n if n else None
