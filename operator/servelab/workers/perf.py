@@ -154,6 +154,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="send the warm-up requests and publish how many succeeded; measure nothing")  # fmt: skip
 
 
+def lists_its_model(engine: str) -> bool:
+    """Whether the server's /v1/models lists the model it serves (`transformers serve` lists its Hub cache
+    instead); an engine this worker does not know (auto, other) is taken to."""
+    return engine not in ENGINES or engines.get(engine).lists_served_model
+
+
 def detect_engine(root: str, snapshot: dict[str, float] | None) -> str:
     """The registered engine whose Prometheus sample names the snapshot has, else the one whose
     fingerprint path answers (llama-server's /props), else "other"."""
@@ -494,7 +500,7 @@ def run_sweep(
     first = engine_metrics.scrape(metrics_url) if metrics_url else None
     engine = args.engine if args.engine != "auto" else detect_engine(root, first)
     served = served_models(root)
-    if engine in ENGINES and not engines.get(engine).lists_served_model:
+    if not lists_its_model(engine):
         model_problem: str | None = None  # its /v1/models does not list the model it serves
     elif served is None:
         model_problem = f"server unreachable or no model list at {root}/v1/models"
@@ -812,8 +818,8 @@ def run(args: argparse.Namespace) -> int:
         if not sink.read():  # the client is ready: its executor starts the server now (GPUs held from here)
             sink.publish({"kind": "perf", "partial": True, "clientReady": True, "points": []})
     if args.wait_ready:
-        lists = args.engine not in ENGINES or engines.get(args.engine).lists_served_model
-        waited = wait_ready(server_root(chat_url(args.url)), args.wait_ready, lists_model=lists)
+        root = server_root(chat_url(args.url))
+        waited = wait_ready(root, args.wait_ready, lists_model=lists_its_model(args.engine))
         print(f"server answered after {waited:.1f}s" if waited < args.wait_ready else "server did not answer")
     if args.warmup_only:  # once per sweep, before its first point (the plan's warm-up step)
         ok = warm_up(chat_url(args.url), args.model, args.warmup_requests, args.connect_timeout + 60)
