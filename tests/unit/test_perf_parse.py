@@ -9,9 +9,11 @@ answered HTTP 500). tests/data/llamacpp/ holds a real `/metrics` scrape and llam
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -210,17 +212,11 @@ def test_evalscope_db_schema_is_what_we_read() -> None:
         assert col in cols
 
 
-def test_a_server_is_ready_for_load_once_it_lists_a_model() -> None:
-    """Ollama answers /v1/models with `"data": null` until `ollama create` has made its model: the sweep's
-    client, started before the server, must not begin measuring then (its model check would fail)."""
+@contextlib.contextmanager
+def models_server(bodies: list[bytes]) -> Iterator[str]:
+    """A server whose /v1/models answers each body in turn, then the last one for ever; its root URL."""
     import http.server
     import threading
-
-    from servelab.workers.common import served_models, wait_ready
-
-    bodies = [b'{"object": "list", "data": null}'] * 3 + [
-        b'{"object": "list", "data": [{"id": "tiny:latest"}]}'
-    ]
 
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -234,38 +230,32 @@ def test_a_server_is_ready_for_load_once_it_lists_a_model() -> None:
 
     srv = http.server.HTTPServer(("127.0.0.1", 0), H)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    root = f"http://127.0.0.1:{srv.server_address[1]}"
     try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+
+
+def test_a_server_is_ready_for_load_once_it_lists_a_model() -> None:
+    """Ollama answers /v1/models with `"data": null` until `ollama create` has made its model: the sweep's
+    client, started before the server, must not begin measuring then (its model check would fail)."""
+    from servelab.workers.common import served_models, wait_ready
+
+    bodies = [b'{"object": "list", "data": null}'] * 3 + [
+        b'{"object": "list", "data": [{"id": "tiny:latest"}]}'
+    ]
+    with models_server(bodies) as root:
         assert served_models(root) == []  # null is no model, not a crash
         waited = wait_ready(root, 30)
         assert 1.5 <= waited < 30 and served_models(root) == ["tiny:latest"]
-    finally:
-        srv.shutdown()
 
 
 def test_wait_ready_for_a_server_that_does_not_list_its_model() -> None:
     """`transformers serve` lists its Hub cache, not the model it is pinned to (often an empty list):
     its first answer is ready; waiting for a listed model would hold the sweep until the timeout (CI hit
     that: 900 s). A server that lists its model is still waited for while its list is empty."""
-    import http.server
-    import threading
-
     from servelab.workers.common import wait_ready
 
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b'{"object": "list", "data": []}')
-
-        def log_message(self, *a: object) -> None:
-            pass
-
-    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    root = f"http://127.0.0.1:{srv.server_address[1]}"
-    try:
+    with models_server([b'{"object": "list", "data": []}']) as root:
         assert wait_ready(root, 30, lists_model=False) < 1.0
         assert wait_ready(root, 2.5, lists_model=True) >= 2.5
-    finally:
-        srv.shutdown()
