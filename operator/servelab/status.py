@@ -242,14 +242,6 @@ def fold_quant(status: QuantJobStatus, result: dict[str, Any]) -> None:
     summarize_quant(status)
 
 
-def fold_variant_scores(status: QuantJobStatus, variant: str, scores: list[EvalScore]) -> None:
-    """Task scores of one output (from its scoring run) onto that output's row."""
-    for v in ([status.base] if status.base else []) + status.variants:
-        if v.name == variant:
-            v.scores = list(scores)
-    summarize_quant(status)
-
-
 def fold_variant_run(
     status: QuantJobStatus, variant: str, run: ServeBenchmarkStatus, speed: QuantSpeed | None
 ) -> None:
